@@ -1,0 +1,20 @@
+//! ARWKV Lab: distil a Qwen2.5 transformer into an attention-free RWKV-7 model (ARWKV), and
+//! watch it happen in Jupyter.
+//!
+//! This crate holds the teacher (Hugging Face Qwen2/Qwen2.5 loading, forward, generation),
+//! tokenisation and chat templates, and the run-time backend choice.
+
+pub mod bench;
+pub mod chat;
+pub mod device;
+pub mod error;
+pub mod generation;
+pub mod hub;
+pub mod nn;
+pub mod sampling;
+pub mod teacher;
+pub mod tokenizer;
+pub mod weights;
+
+pub use device::BackendKind;
+pub use error::{Error, Result};

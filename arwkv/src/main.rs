@@ -1,0 +1,207 @@
+//! `arwkv`: the command-line face of ARWKV Lab.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use arwkv::BackendKind;
+use arwkv::chat::ChatMessage;
+use arwkv::generation::{GenerationConfig, generate};
+use arwkv::sampling::SamplingConfig;
+use arwkv::teacher::PretrainedQwen2;
+use arwkv::tokenizer::StreamDecoder;
+use burn::prelude::*;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "arwkv", version, about = "Distil a Qwen2.5 transformer into an attention-free RWKV-7 model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct DeviceArg {
+    /// Compute backend: cpu, wgpu, cuda or rocm (default: $ARWKV_DEVICE, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl DeviceArg {
+    fn device(&self) -> Result<Device> {
+        Ok(BackendKind::from_flag_or_env(self.device.as_deref())?.device()?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the logits of every position as JSON: {"logits": [[V floats] × T]}.
+    Logits {
+        /// Model folder or hub id (org/name).
+        #[arg(long)]
+        model: String,
+        /// Comma-separated token ids, e.g. 1,2,3.
+        #[arg(long)]
+        ids: String,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Generate text from a prompt, streaming tokens to stdout.
+    Generate {
+        /// Model folder or hub id (org/name).
+        #[arg(long)]
+        model: String,
+        /// The prompt text.
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// Optional system message (with --chat).
+        #[arg(long)]
+        system: Option<String>,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Keep the k most likely tokens (0 = all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Nucleus probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the generated token ids as JSON instead of text.
+        #[arg(long)]
+        ids_only: bool,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Describe a model folder: architecture, dtype, parameters, tokenizer, chat template.
+    Inspect {
+        /// Model folder or hub id (org/name).
+        #[arg(long)]
+        model: String,
+    },
+    /// Benchmarks (see docs/BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Forward tokens/s of a randomly initialised Qwen2 of the given shape.
+    Teacher(arwkv::bench::TeacherBenchArgs),
+}
+
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    let ids: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().with_context(|| format!("--ids: `{p}` is not a token id")))
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--ids: no token ids given");
+    }
+    Ok(ids)
+}
+
+fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Logits { model, ids, device } => {
+            let ids = parse_ids(&ids)?;
+            let device = device.device()?;
+            let teacher = PretrainedQwen2::load(&model, &device)?;
+            let logits = teacher.model.forward(ids_tensor(&ids, &device), None)?;
+            let [_, t, v] = logits.dims();
+            let flat = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let rows: Vec<&[f32]> = flat.chunks(v).take(t).collect();
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            serde_json::to_writer(&mut out, &serde_json::json!({ "logits": rows }))?;
+            writeln!(out)?;
+        }
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            system,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            ids_only,
+            device,
+        } => {
+            let device = device.device()?;
+            let teacher = PretrainedQwen2::load(&model, &device)?;
+            let tokenizer = teacher.tokenizer()?;
+            let text = if chat {
+                let template = teacher
+                    .chat_template
+                    .as_ref()
+                    .with_context(|| format!("--chat: {} has no chat template", teacher.dir.display()))?;
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(ChatMessage::new("system", s));
+                }
+                messages.push(ChatMessage::new("user", prompt));
+                template.render(&messages, true)?
+            } else {
+                prompt
+            };
+            let prompt_ids = tokenizer.encode(&text, false)?;
+            let config = GenerationConfig {
+                max_new_tokens,
+                sampling: SamplingConfig { temperature, top_k, top_p, seed },
+                stop_ids: teacher.stop_ids(),
+            };
+            let stdout = std::io::stdout();
+            let mut decoder = StreamDecoder::new(tokenizer);
+            let generated = generate(&teacher.model, &prompt_ids, &config, &device, |id| {
+                if !ids_only && let Some(piece) = decoder.push(id)? {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(piece.as_bytes());
+                    let _ = out.flush();
+                }
+                Ok(())
+            })?;
+            if ids_only {
+                println!("{}", serde_json::json!({ "prompt_ids": prompt_ids, "generated_ids": generated }));
+            } else {
+                println!();
+            }
+        }
+        Command::Inspect { model } => {
+            let device = BackendKind::Cpu.device()?;
+            let teacher = PretrainedQwen2::load(&model, &device)?;
+            print!("{}", arwkv::teacher::describe(&teacher));
+        }
+        Command::Bench { what: BenchCommand::Teacher(args) } => {
+            let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
+            let report = arwkv::bench::bench_teacher(&args, &device)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

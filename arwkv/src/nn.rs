@@ -1,0 +1,68 @@
+//! Small building blocks shared by the teacher and the student, in Hugging Face weight layout.
+
+use burn::module::Param;
+use burn::prelude::*;
+
+use crate::error::Result;
+use crate::weights::Checkpoint;
+
+/// A linear layer stored as Hugging Face stores it: `weight` is `[out, in]`, `bias` is `[out]`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[out_features, in_features]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out_features]`, when the layer has a bias.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// y = x Wᵀ + b over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(x, self.weight.val().transpose(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) from a checkpoint.
+    pub fn load(ck: &Checkpoint, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Self> {
+        let weight = Param::from_tensor(ck.load(&format!("{prefix}.weight"), [d_out, d_in], device)?);
+        let bias = if bias { Some(Param::from_tensor(ck.load(&format!("{prefix}.bias"), [d_out], device)?)) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    /// A layer with weights drawn from N(0, std²) and biases from N(0, bias_std²).
+    pub fn random(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Self {
+        let normal = |s: f64| burn::tensor::Distribution::Normal(0.0, s);
+        Self {
+            weight: Param::from_tensor(Tensor::random([d_out, d_in], normal(std), device)),
+            bias: bias.then(|| Param::from_tensor(Tensor::random([d_out], normal(std), device))),
+        }
+    }
+}
+
+/// Root-mean-square layer norm, computed in f32 as transformers' `Qwen2RMSNorm`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// `[hidden]` scale.
+    pub weight: Param<Tensor<1>>,
+    /// Epsilon added to the mean square.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// x / sqrt(mean(x²) + eps) · weight.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
+        let normed = x * (variance + self.eps).sqrt().recip();
+        normed * self.weight.val().unsqueeze()
+    }
+
+    /// Loads `{prefix}.weight`.
+    pub fn load(ck: &Checkpoint, prefix: &str, hidden: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self { weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [hidden], device)?), eps })
+    }
+
+    /// A norm with unit scale.
+    pub fn ones(hidden: usize, eps: f64, device: &Device) -> Self {
+        Self { weight: Param::from_tensor(Tensor::ones([hidden], device)), eps }
+    }
+}

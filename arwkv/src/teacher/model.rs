@@ -1,0 +1,293 @@
+//! The Qwen2 / Qwen2.5 decoder, numerically as transformers' `Qwen2ForCausalLM`.
+//!
+//! Module and field names follow the Hugging Face tensor names (`model.layers.N.self_attn.q_proj`).
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, embedding};
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::cache::KvCache;
+use super::config::Qwen2Config;
+use super::rope::{RotaryEmbedding, apply_rotary};
+use crate::error::{Error, Result};
+use crate::nn::{Linear, RmsNorm};
+use crate::weights::Checkpoint;
+
+/// Token embedding table `[vocab, hidden]`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// `[vocab_size, hidden_size]`.
+    pub weight: Param<Tensor<2>>,
+}
+
+/// Grouped-query self-attention with q/k/v biases and rotate-half RoPE.
+#[derive(Module, Debug)]
+pub struct Qwen2Attention {
+    /// `[heads·d, C]` + bias.
+    pub q_proj: Linear,
+    /// `[kv_heads·d, C]` + bias.
+    pub k_proj: Linear,
+    /// `[kv_heads·d, C]` + bias.
+    pub v_proj: Linear,
+    /// `[C, heads·d]`, no bias.
+    pub o_proj: Linear,
+    /// Query heads.
+    #[module(skip)]
+    pub num_heads: usize,
+    /// Key/value heads.
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// SwiGLU MLP: down(silu(gate(x)) · up(x)).
+#[derive(Module, Debug)]
+pub struct Qwen2Mlp {
+    /// `[I, C]`.
+    pub gate_proj: Linear,
+    /// `[I, C]`.
+    pub up_proj: Linear,
+    /// `[C, I]`.
+    pub down_proj: Linear,
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct Qwen2DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Self-attention.
+    pub self_attn: Qwen2Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// Feed-forward block.
+    pub mlp: Qwen2Mlp,
+}
+
+/// The decoder stack (`model.*` in the checkpoint).
+#[derive(Module, Debug)]
+pub struct Qwen2Model {
+    /// Token embeddings.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<Qwen2DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+}
+
+/// Decoder plus language-model head (tied to the embeddings when `lm_head` is `None`).
+#[derive(Module, Debug)]
+pub struct Qwen2ForCausalLM {
+    /// The decoder.
+    pub model: Qwen2Model,
+    /// `[vocab, C]`; absent when tied.
+    pub lm_head: Option<Linear>,
+    /// Validated configuration.
+    #[module(skip)]
+    pub config: Qwen2Config,
+    /// RoPE frequencies.
+    #[module(skip)]
+    pub rope: RotaryEmbedding,
+}
+
+impl Qwen2Attention {
+    /// Attention over `x: [B, T, C]` at absolute positions given by `cos`/`sin`; extends `cache`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        cache: Option<&mut (Option<Tensor<4>>, Option<Tensor<4>>)>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let q = apply_rotary(heads(self.q_proj.forward(x.clone()), h), cos, sin);
+        let mut k = apply_rotary(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        let mut v = heads(self.v_proj.forward(x), kvh);
+        if let Some((past_k, past_v)) = cache {
+            if let (Some(pk), Some(pv)) = (past_k.take(), past_v.take()) {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *past_k = Some(k.clone());
+            *past_v = Some(v.clone());
+        }
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        let options = AttentionModuleOptions { scale: Some(1.0 / (d as f64).sqrt()), softcap: None, is_causal: true };
+        let y = attention(q, k, v, None, None, options);
+        self.o_proj.forward(y.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+/// Repeats each key/value head `groups` times: `[B, KV, T, D]` → `[B, KV·groups, T, D]`.
+pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kv, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, d]).reshape([b, kv * groups, t, d])
+}
+
+impl Qwen2Mlp {
+    /// down(silu(gate(x)) · up(x)).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+impl Qwen2DecoderLayer {
+    /// x + attn(norm(x)), then + mlp(norm(·)).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        cache: Option<&mut (Option<Tensor<4>>, Option<Tensor<4>>)>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+impl Qwen2ForCausalLM {
+    /// Loads every tensor of a checkpoint into a model of this config; fails on missing,
+    /// misshapen or unexpected tensors.
+    pub fn load(config: Qwen2Config, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        let c = config.hidden_size;
+        let (h, kvh, d, inter) =
+            (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.intermediate_size);
+        let eps = config.rms_norm_eps;
+        let embed = Embedding {
+            weight: Param::from_tensor(ck.load("model.embed_tokens.weight", [config.vocab_size, c], device)?),
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Qwen2DecoderLayer {
+                input_layernorm: RmsNorm::load(ck, &format!("{p}.input_layernorm"), c, eps, device)?,
+                self_attn: Qwen2Attention {
+                    q_proj: Linear::load(ck, &format!("{p}.self_attn.q_proj"), c, h * d, true, device)?,
+                    k_proj: Linear::load(ck, &format!("{p}.self_attn.k_proj"), c, kvh * d, true, device)?,
+                    v_proj: Linear::load(ck, &format!("{p}.self_attn.v_proj"), c, kvh * d, true, device)?,
+                    o_proj: Linear::load(ck, &format!("{p}.self_attn.o_proj"), h * d, c, false, device)?,
+                    num_heads: h,
+                    num_kv_heads: kvh,
+                    head_dim: d,
+                },
+                post_attention_layernorm: RmsNorm::load(ck, &format!("{p}.post_attention_layernorm"), c, eps, device)?,
+                mlp: Qwen2Mlp {
+                    gate_proj: Linear::load(ck, &format!("{p}.mlp.gate_proj"), c, inter, false, device)?,
+                    up_proj: Linear::load(ck, &format!("{p}.mlp.up_proj"), c, inter, false, device)?,
+                    down_proj: Linear::load(ck, &format!("{p}.mlp.down_proj"), inter, c, false, device)?,
+                },
+            });
+        }
+        let norm = RmsNorm::load(ck, "model.norm", c, eps, device)?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::load(ck, "lm_head", c, config.vocab_size, false, device)?)
+        };
+        // Tied checkpoints sometimes carry a copy of the head; old ones carry RoPE buffers.
+        let tied = config.tie_word_embeddings;
+        ck.ensure_all_used(|name| (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq"))?;
+        let rope = RotaryEmbedding::new(d, config.rope_theta);
+        Ok(Self { model: Qwen2Model { embed_tokens: embed, layers, norm }, lm_head, config, rope })
+    }
+
+    /// A model of this config with N(0, 0.02²) weights (benchmarks, tests, pretraining from scratch).
+    pub fn random(config: Qwen2Config, device: &Device) -> Self {
+        let c = config.hidden_size;
+        let (h, kvh, d, inter) =
+            (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.intermediate_size);
+        let std = 0.02;
+        let eps = config.rms_norm_eps;
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| Qwen2DecoderLayer {
+                input_layernorm: RmsNorm::ones(c, eps, device),
+                self_attn: Qwen2Attention {
+                    q_proj: Linear::random(c, h * d, true, std, device),
+                    k_proj: Linear::random(c, kvh * d, true, std, device),
+                    v_proj: Linear::random(c, kvh * d, true, std, device),
+                    o_proj: Linear::random(h * d, c, false, std, device),
+                    num_heads: h,
+                    num_kv_heads: kvh,
+                    head_dim: d,
+                },
+                post_attention_layernorm: RmsNorm::ones(c, eps, device),
+                mlp: Qwen2Mlp {
+                    gate_proj: Linear::random(c, inter, false, std, device),
+                    up_proj: Linear::random(c, inter, false, std, device),
+                    down_proj: Linear::random(inter, c, false, std, device),
+                },
+            })
+            .collect();
+        let embed = Embedding {
+            weight: Param::from_tensor(Tensor::random(
+                [config.vocab_size, c],
+                burn::tensor::Distribution::Normal(0.0, std),
+                device,
+            )),
+        };
+        let lm_head = (!config.tie_word_embeddings).then(|| Linear::random(c, config.vocab_size, false, std, device));
+        let rope = RotaryEmbedding::new(d, config.rope_theta);
+        Self {
+            model: Qwen2Model { embed_tokens: embed, layers, norm: RmsNorm::ones(c, eps, device) },
+            lm_head,
+            config,
+            rope,
+        }
+    }
+
+    /// Final hidden states `[B, T, C]` (after the last norm) for token ids `[B, T]`.
+    pub fn hidden_states(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        let [_, t] = ids.dims();
+        if t == 0 {
+            return Err(Error::Invalid("empty input: at least one token id is needed".into()));
+        }
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let device = ids.device();
+        let (cos, sin) = self.rope.tables(start, t, &device);
+        let mut x = embedding(self.model.embed_tokens.weight.val(), ids);
+        if let Some(c) = cache.as_deref_mut() {
+            c.ensure_layers(self.model.layers.len());
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(x, &cos, &sin, slot);
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        Ok(self.model.norm.forward(x))
+    }
+
+    /// Projects hidden states `[B, T, C]` to logits `[B, T, V]`.
+    pub fn project(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    /// Logits `[B, T, V]` for token ids `[B, T]`; with a cache, continues after its positions.
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        self.check_ids(&ids)?;
+        Ok(self.project(self.hidden_states(ids, cache)?))
+    }
+
+    fn check_ids(&self, ids: &Tensor<2, Int>) -> Result<()> {
+        let vocab = self.config.vocab_size as i64;
+        let data = ids.to_data().convert::<i64>();
+        let values = data.as_slice::<i64>().map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
+        if let Some(bad) = values.iter().find(|&&id| id < 0 || id >= vocab) {
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! A teacher as found on disk: model, tokenizer and chat template of one folder.
+
+use std::path::PathBuf;
+
+use burn::prelude::Device;
+
+use super::{Qwen2Config, Qwen2ForCausalLM};
+use crate::chat::ChatTemplate;
+use crate::error::Result;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Checkpoint;
+
+/// Everything loaded from a Qwen2 model folder.
+pub struct PretrainedQwen2 {
+    /// The network.
+    pub model: Qwen2ForCausalLM,
+    /// `tokenizer.json`, when the folder has one.
+    pub tokenizer: Option<TextTokenizer>,
+    /// The chat template, when the folder has one.
+    pub chat_template: Option<ChatTemplate>,
+    /// The resolved folder.
+    pub dir: PathBuf,
+    /// Stored dtypes of the weights (e.g. {"BF16"}).
+    pub stored_dtypes: Vec<String>,
+    /// Number of safetensors files.
+    pub shard_count: usize,
+}
+
+impl PretrainedQwen2 {
+    /// Resolves `model` (folder or `org/name`) and loads config, weights, tokenizer and template.
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        let dir = crate::hub::resolve_model(model)?;
+        let config = Qwen2Config::from_file(&dir.join("config.json"))?;
+        let ck = Checkpoint::open_dir(&dir)?;
+        let net = Qwen2ForCausalLM::load(config, &ck, device)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.is_file() { Some(TextTokenizer::from_file(&tokenizer_path)?) } else { None };
+        let chat_template = ChatTemplate::from_model_dir(&dir)?;
+        Ok(Self {
+            model: net,
+            tokenizer,
+            chat_template,
+            stored_dtypes: ck.stored_dtypes().into_iter().collect(),
+            shard_count: ck.shard_count(),
+            dir,
+        })
+    }
+
+    /// The tokenizer, or an error saying the folder has none.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| crate::error::Error::Tokenizer {
+            path: self.dir.join("tokenizer.json"),
+            message: "file not found: this model folder has no tokenizer".into(),
+        })
+    }
+
+    /// Token ids that end a generation: the config's eos ids plus `<|im_end|>`/`<|endoftext|>`.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids = self.model.config.eos_token_ids.clone();
+        if let Some(tok) = &self.tokenizer {
+            for t in ["<|im_end|>", "<|endoftext|>"] {
+                if let Some(id) = tok.token_to_id(t) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}

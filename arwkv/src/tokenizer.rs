@@ -1,0 +1,84 @@
+//! `tokenizer.json` through the `tokenizers` crate, plus streaming detokenisation.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A Hugging Face tokenizer loaded from `tokenizer.json`.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Tokenizer { path: path.into(), message: "file not found".into() });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer { path: path.into(), message: e.to_string() })?;
+        Ok(Self { inner, path: path.into() })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> Error {
+        Error::Tokenizer { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Token ids of `text`; `add_special_tokens` adds what the post-processor adds (none for Qwen2).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, optionally without special tokens.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| self.fail(e))
+    }
+
+    /// The id of a token string (special tokens included).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Number of added (special) tokens.
+    pub fn added_token_count(&self) -> usize {
+        self.inner.get_added_tokens_decoder().len()
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Turns a growing list of token ids into text pieces as soon as they are complete UTF-8.
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a TextTokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// A decoder that has emitted nothing yet.
+    pub fn new(tokenizer: &'a TextTokenizer) -> Self {
+        Self { tokenizer, ids: Vec::new(), emitted: 0 }
+    }
+
+    /// Adds a token; returns the newly completed text, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids, true)?;
+        // A trailing replacement character means a multi-byte character is still incomplete.
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(piece))
+    }
+}
