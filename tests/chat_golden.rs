@@ -16,9 +16,9 @@ fn qwen25_template_renders_exactly_as_transformers() {
         for (i, case) in cases.iter().enumerate() {
             let messages = case["messages"].as_array().unwrap();
             let tools = case["tools"].as_array().map(|t| t.as_slice());
-            let gen = case["add_generation_prompt"].as_bool().unwrap();
-            let text = template.render_json(messages, tools, gen).unwrap();
-            assert_eq!(text, case["text"].as_str().unwrap(), "{} case {i} (generation prompt {gen})", dir.display());
+            let with_prompt = case["add_generation_prompt"].as_bool().unwrap();
+            let text = template.render_json(messages, tools, with_prompt).unwrap();
+            assert_eq!(text, case["text"].as_str().unwrap(), "{} case {i} (generation prompt {with_prompt})", dir.display());
             let got = tokenizer.encode(&text, false).unwrap();
             assert_eq!(got, ids(&case["ids"]), "{} case {i}: token ids", dir.display());
             assert_eq!(tokenizer.decode(&got, false).unwrap(), text, "decode round trip");

@@ -15,7 +15,7 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 }
 
 fn to_vec(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
 #[test]

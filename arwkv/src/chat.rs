@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use minijinja::value::Serde;
 use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -83,8 +84,13 @@ impl ChatTemplate {
     /// Compiles a template source.
     pub fn new(source: String, origin: PathBuf, special_tokens: Vec<(String, String)>) -> Result<Self> {
         let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        // transformers renders with Jinja2's trim_blocks and lstrip_blocks.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| Error::Template(e.to_string()))?;
+        env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
@@ -110,9 +116,9 @@ impl ChatTemplate {
             .iter()
             .map(|(name, token)| (name.clone(), Value::from(token.as_str())))
             .collect();
-        ctx.insert("messages".into(), Value::from_serialize(messages));
+        ctx.insert("messages".into(), Value::from(Serde(messages)));
         ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
-        ctx.insert("tools".into(), tools.map(Value::from_serialize).unwrap_or(Value::UNDEFINED));
+        ctx.insert("tools".into(), tools.map(|t| Value::from(Serde(t))).unwrap_or(Value::UNDEFINED));
         tmpl.render(ctx).map_err(|e| Error::Template(format!("{}: {}", self.origin.display(), describe(&e))))
     }
 }

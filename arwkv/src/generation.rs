@@ -27,7 +27,7 @@ impl Default for GenerationConfig {
 fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
     let [_, t, v] = logits.dims();
     let row = logits.slice([0..1, t - 1..t, 0..v]);
-    row.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
+    row.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
 }
 
 /// Generates after `prompt`; calls `on_token` with each new id and returns them all.

@@ -155,9 +155,8 @@ fn fetch(model: &str, cache: &Path, snapshot: Option<PathBuf>) -> Result<PathBuf
 
 #[cfg(feature = "hub")]
 fn download(model: &str, cache: &Path) -> Result<PathBuf> {
-    use hf_hub::HFClientSync;
     let fail = |e: &dyn std::fmt::Display| Error::Resolve { model: model.into(), message: format!("download failed: {e}") };
-    let client = HFClientSync::builder().cache_dir(cache.to_path_buf()).build().map_err(|e| fail(&e))?;
+    let client = hf_hub::HFClient::builder().cache_dir(cache.to_path_buf()).build_sync().map_err(|e| fail(&e))?;
     let (owner, name) = model.split_once('/').expect("checked by looks_like_repo_id");
     let repo = client.model(owner, name);
     let dir = repo

@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             let teacher = PretrainedQwen2::load(&model, &device)?;
             let logits = teacher.model.forward(ids_tensor(&ids, &device), None)?;
             let [_, t, v] = logits.dims();
-            let flat = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let flat = logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let rows: Vec<&[f32]> = flat.chunks(v).take(t).collect();
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
