@@ -122,7 +122,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Logits { model, ids, device } => {
             let ids = parse_ids(&ids)?;
             let device = device.device()?;
-            let teacher = PretrainedQwen2::load(&model, &device)?;
+            let teacher = PretrainedQwen2::load_weights_only(&model, &device)?;
             let logits = teacher.model.forward(ids_tensor(&ids, &device), None)?;
             let [_, t, v] = logits.dims();
             let flat = logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;

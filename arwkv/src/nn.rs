@@ -18,7 +18,7 @@ pub struct Linear {
 impl Linear {
     /// y = x Wᵀ + b over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val().transpose(), self.bias.as_ref().map(|b| b.val()))
+        linear_hf(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) from a checkpoint.
@@ -36,6 +36,25 @@ impl Linear {
             bias: bias.then(|| Param::from_tensor(Tensor::random([d_out], normal(std), device))),
         }
     }
+}
+
+/// y = x Wᵀ + b with `weight` in Hugging Face layout `[out, in]`.
+///
+/// The leading dimensions are folded into rows and the product runs as one 2-D matmul against the
+/// transposed *view* of the weight: reshaping a transposed weight (what a batched matmul needs)
+/// would copy it on every call.
+pub fn linear_hf<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let [d_out, _] = weight.dims();
+    let mut y = x.reshape([rows, d_in]).matmul(weight.transpose());
+    if let Some(b) = bias {
+        y = y + b.unsqueeze::<2>();
+    }
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
 }
 
 /// Root-mean-square layer norm, computed in f32 as transformers' `Qwen2RMSNorm`.

@@ -211,6 +211,37 @@ fn bad_checkpoints_name_file_and_tensor() {
 }
 
 #[test]
+fn bad_tokenizer_files_are_named() {
+    let base = fixture("untied-gqa4-bf16-sharded");
+    let case = |edit: &dyn Fn(&Path), args: &[&str], needles: &[&str]| {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&base, tmp.path());
+        edit(tmp.path());
+        let mut full = vec!["generate", "--model", tmp.path().to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "2"];
+        full.extend_from_slice(args);
+        expect_error(&full, &[], needles);
+    };
+    case(&|d| std::fs::write(d.join("tokenizer.json"), "{\"version\": ").unwrap(), &[], &["tokenizer.json"]);
+    case(&|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(), &[], &["tokenizer.json", "no tokenizer"]);
+    case(&|d| std::fs::write(d.join("tokenizer_config.json"), "[1, 2").unwrap(), &[], &["tokenizer_config.json", "invalid JSON"]);
+    case(
+        &|d| std::fs::write(d.join("tokenizer_config.json"), "{\"chat_template\": 42}").unwrap(),
+        &["--chat"],
+        &["tokenizer_config.json", "chat_template"],
+    );
+    case(
+        &|d| std::fs::write(d.join("tokenizer_config.json"), "{\"chat_template\": \"{% for m in messages %}\"}").unwrap(),
+        &["--chat"],
+        &["chat template", "tokenizer_config.json"],
+    );
+    case(
+        &|d| std::fs::write(d.join("tokenizer_config.json"), "{}").unwrap(),
+        &["--chat"],
+        &["--chat", "has no chat template"],
+    );
+}
+
+#[test]
 fn sharded_index_naming_a_missing_tensor_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixture("untied-gqa4-bf16-sharded"), tmp.path());

@@ -271,7 +271,7 @@ impl Qwen2ForCausalLM {
     pub fn project(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(hidden, self.model.embed_tokens.weight.val().transpose(), None),
+            None => crate::nn::linear_hf(hidden, self.model.embed_tokens.weight.val(), None),
         }
     }
 

@@ -29,13 +29,26 @@ pub struct PretrainedQwen2 {
 impl PretrainedQwen2 {
     /// Resolves `model` (folder or `org/name`) and loads config, weights, tokenizer and template.
     pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::load_parts(model, device, true)
+    }
+
+    /// Loads config and weights only (no tokenizer or template), e.g. to compute logits of ids.
+    pub fn load_weights_only(model: &str, device: &Device) -> Result<Self> {
+        Self::load_parts(model, device, false)
+    }
+
+    fn load_parts(model: &str, device: &Device, with_text: bool) -> Result<Self> {
         let dir = crate::hub::resolve_model(model)?;
         let config = Qwen2Config::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open_dir(&dir)?;
         let net = Qwen2ForCausalLM::load(config, &ck, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.is_file() { Some(TextTokenizer::from_file(&tokenizer_path)?) } else { None };
-        let chat_template = ChatTemplate::from_model_dir(&dir)?;
+        let tokenizer = if with_text && tokenizer_path.is_file() {
+            Some(TextTokenizer::from_file(&tokenizer_path)?)
+        } else {
+            None
+        };
+        let chat_template = if with_text { ChatTemplate::from_model_dir(&dir)? } else { None };
         Ok(Self {
             model: net,
             tokenizer,
