@@ -19,7 +19,10 @@ pub fn qwen2_fixtures() -> Vec<PathBuf> {
         .filter(|p| p.join("golden.json").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 3, "expected the committed Qwen2 fixtures, found {dirs:?}");
+    assert!(
+        dirs.len() >= 3,
+        "expected the committed Qwen2 fixtures, found {dirs:?}"
+    );
     dirs
 }
 
@@ -39,16 +42,29 @@ pub fn test_devices() -> Vec<(BackendKind, Device)> {
 
 /// A JSON array of numbers as u32 ids.
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Largest absolute difference between a golden `[[f32]]` and a flat row-major slice.
 pub fn max_abs_diff(golden: &Value, flat: &[f32]) -> f32 {
     let rows = golden.as_array().unwrap();
     let width = rows[0].as_array().unwrap().len();
-    assert_eq!(rows.len() * width, flat.len(), "shape mismatch against the golden values");
+    assert_eq!(
+        rows.len() * width,
+        flat.len(),
+        "shape mismatch against the golden values"
+    );
     rows.iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
         .zip(flat)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)

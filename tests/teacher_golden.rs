@@ -15,7 +15,10 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 }
 
 fn to_vec(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -24,10 +27,19 @@ fn logits_match_transformers() {
         for dir in qwen2_fixtures() {
             let g = golden(&dir);
             let teacher = PretrainedQwen2::load(dir.to_str().unwrap(), &device).unwrap();
-            let logits = to_vec(teacher.model.forward(ids_tensor(&ids(&g["ids"]), &device), None).unwrap());
+            let logits = to_vec(
+                teacher
+                    .model
+                    .forward(ids_tensor(&ids(&g["ids"]), &device), None)
+                    .unwrap(),
+            );
             let diff = max_abs_diff(&g["logits"], &logits);
             eprintln!("{kind} {}: max |Δlogit| = {diff:.3e}", dir.display());
-            assert!(diff <= LOGIT_TOLERANCE, "{kind} {}: max |Δlogit| = {diff}", dir.display());
+            assert!(
+                diff <= LOGIT_TOLERANCE,
+                "{kind} {}: max |Δlogit| = {diff}",
+                dir.display()
+            );
         }
     }
 }
@@ -40,7 +52,10 @@ fn greedy_generation_matches_transformers() {
             let teacher = PretrainedQwen2::load(dir.to_str().unwrap(), &device).unwrap();
             let prompt = ids(&g["greedy"]["prompt_ids"]);
             let expected = ids(&g["greedy"]["generated_ids"]);
-            let config = GenerationConfig { max_new_tokens: expected.len(), ..Default::default() };
+            let config = GenerationConfig {
+                max_new_tokens: expected.len(),
+                ..Default::default()
+            };
             let got = generate(&teacher.model, &prompt, &config, &device, |_| Ok(())).unwrap();
             assert_eq!(got, expected, "{kind} {}", dir.display());
         }
@@ -54,17 +69,36 @@ fn kv_cache_decoding_equals_full_forward() {
         let g = golden(dir);
         let teacher = PretrainedQwen2::load(dir.to_str().unwrap(), &device).unwrap();
         let all = ids(&g["ids"]);
-        let full = to_vec(teacher.model.forward(ids_tensor(&all, &device), None).unwrap());
+        let full = to_vec(
+            teacher
+                .model
+                .forward(ids_tensor(&all, &device), None)
+                .unwrap(),
+        );
         let vocab = teacher.model.config.vocab_size;
         let mut cache = KvCache::new();
         // Prefill 4 tokens, then one at a time.
-        let mut pieces = vec![to_vec(teacher.model.forward(ids_tensor(&all[..4], &device), Some(&mut cache)).unwrap())];
+        let mut pieces = vec![to_vec(
+            teacher
+                .model
+                .forward(ids_tensor(&all[..4], &device), Some(&mut cache))
+                .unwrap(),
+        )];
         for &id in &all[4..] {
-            pieces.push(to_vec(teacher.model.forward(ids_tensor(&[id], &device), Some(&mut cache)).unwrap()));
+            pieces.push(to_vec(
+                teacher
+                    .model
+                    .forward(ids_tensor(&[id], &device), Some(&mut cache))
+                    .unwrap(),
+            ));
         }
         let stepped: Vec<f32> = pieces.concat();
         assert_eq!(stepped.len(), all.len() * vocab);
-        let diff = full.iter().zip(&stepped).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = full
+            .iter()
+            .zip(&stepped)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(diff <= 1e-5, "{kind}: cached decoding differs by {diff}");
         assert_eq!(cache.len(), all.len());
     }
@@ -75,6 +109,13 @@ fn out_of_vocabulary_id_is_an_error() {
     let (_, device) = test_devices().remove(0);
     let dir = &qwen2_fixtures()[0];
     let teacher = PretrainedQwen2::load(dir.to_str().unwrap(), &device).unwrap();
-    let err = teacher.model.forward(ids_tensor(&[1, 100_000], &device), None).unwrap_err().to_string();
-    assert!(err.contains("token id 100000 is outside the vocabulary"), "{err}");
+    let err = teacher
+        .model
+        .forward(ids_tensor(&[1, 100_000], &device), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token id 100000 is outside the vocabulary"),
+        "{err}"
+    );
 }

@@ -86,7 +86,9 @@ pub fn bench_teacher(args: &TeacherBenchArgs, device: &Device) -> Result<BenchRe
     };
     device.seed(0);
     let model = Qwen2ForCausalLM::random(config, device);
-    let ids: Vec<i64> = (0..args.batch * args.seq).map(|i| ((i * 7919) % args.vocab) as i64).collect();
+    let ids: Vec<i64> = (0..args.batch * args.seq)
+        .map(|i| ((i * 7919) % args.vocab) as i64)
+        .collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [args.batch, args.seq]), device);
     let run = || -> Result<()> {
         let logits = model.forward(ids.clone(), None)?;
@@ -111,7 +113,14 @@ pub fn bench_teacher(args: &TeacherBenchArgs, device: &Device) -> Result<BenchRe
         device: format!("{device:?}"),
         shape: format!(
             "B={} T={} C={} L={} H={} KV={} I={} V={}",
-            args.batch, args.seq, args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, args.vocab
+            args.batch,
+            args.seq,
+            args.hidden,
+            args.layers,
+            args.heads,
+            args.kv_heads,
+            args.intermediate,
+            args.vocab
         ),
         median_s: median,
         tokens_per_s: (args.batch * args.seq) as f64 / median,

@@ -23,7 +23,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with this role and text.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -44,7 +47,11 @@ impl ChatTemplate {
     /// `Ok(None)` when the model has no template.
     pub fn from_model_dir(dir: &Path) -> Result<Option<Self>> {
         let config_path = dir.join("tokenizer_config.json");
-        let config: Json = if config_path.is_file() { crate::error::read_json(&config_path)? } else { Json::Null };
+        let config: Json = if config_path.is_file() {
+            crate::error::read_json(&config_path)?
+        } else {
+            Json::Null
+        };
         let special_tokens = special_tokens(&config);
         let jinja = dir.join("chat_template.jinja");
         if jinja.is_file() {
@@ -56,10 +63,15 @@ impl ChatTemplate {
             Some(Json::String(s)) => s.clone(),
             Some(Json::Array(items)) => {
                 let named = |n: &str| {
-                    items.iter().find(|t| t.get("name").and_then(Json::as_str) == Some(n))
+                    items
+                        .iter()
+                        .find(|t| t.get("name").and_then(Json::as_str) == Some(n))
                 };
                 let chosen = named("default").or_else(|| items.first());
-                match chosen.and_then(|t| t.get("template")).and_then(Json::as_str) {
+                match chosen
+                    .and_then(|t| t.get("template"))
+                    .and_then(Json::as_str)
+                {
                     Some(s) => s.to_string(),
                     None => {
                         return Err(Error::Config {
@@ -82,7 +94,11 @@ impl ChatTemplate {
     }
 
     /// Compiles a template source.
-    pub fn new(source: String, origin: PathBuf, special_tokens: Vec<(String, String)>) -> Result<Self> {
+    pub fn new(
+        source: String,
+        origin: PathBuf,
+        special_tokens: Vec<(String, String)>,
+    ) -> Result<Self> {
         let mut env = Environment::new();
         // transformers renders with Jinja2's trim_blocks and lstrip_blocks.
         let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -92,24 +108,42 @@ impl ChatTemplate {
             .map_err(|e| Error::Template(e.to_string()))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| {
+            chrono::Local::now().format(&fmt).to_string()
         });
-        env.add_function("strftime_now", |fmt: String| chrono::Local::now().format(&fmt).to_string());
         env.add_filter("tojson", python_tojson);
         env.add_template_owned("chat", source.clone())
             .map_err(|e| Error::Template(format!("{}: {}", origin.display(), describe(&e))))?;
-        Ok(Self { env, source, origin, special_tokens })
+        Ok(Self {
+            env,
+            source,
+            origin,
+            special_tokens,
+        })
     }
 
     /// Renders a conversation; `add_generation_prompt` appends the assistant header.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let json: Vec<Json> = messages.iter().map(|m| serde_json::to_value(m).expect("plain struct")).collect();
+        let json: Vec<Json> = messages
+            .iter()
+            .map(|m| serde_json::to_value(m).expect("plain struct"))
+            .collect();
         self.render_json(&json, None, add_generation_prompt)
     }
 
     /// Renders arbitrary JSON messages (tool calls and all) and optional tool definitions.
-    pub fn render_json(&self, messages: &[Json], tools: Option<&[Json]>, add_generation_prompt: bool) -> Result<String> {
+    pub fn render_json(
+        &self,
+        messages: &[Json],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new");
         let mut ctx: std::collections::BTreeMap<String, Value> = self
             .special_tokens
@@ -117,9 +151,18 @@ impl ChatTemplate {
             .map(|(name, token)| (name.clone(), Value::from(token.as_str())))
             .collect();
         ctx.insert("messages".into(), Value::from(Serde(messages)));
-        ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
-        ctx.insert("tools".into(), tools.map(|t| Value::from(Serde(t))).unwrap_or(Value::UNDEFINED));
-        tmpl.render(ctx).map_err(|e| Error::Template(format!("{}: {}", self.origin.display(), describe(&e))))
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        ctx.insert(
+            "tools".into(),
+            tools
+                .map(|t| Value::from(Serde(t)))
+                .unwrap_or(Value::UNDEFINED),
+        );
+        tmpl.render(ctx)
+            .map_err(|e| Error::Template(format!("{}: {}", self.origin.display(), describe(&e))))
     }
 }
 
@@ -136,7 +179,9 @@ fn special_tokens(config: &Json) -> Vec<(String, String)> {
         .iter()
         .filter_map(|k| {
             let v = config.get(*k)?;
-            let s = v.as_str().or_else(|| v.get("content").and_then(Json::as_str))?;
+            let s = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(Json::as_str))?;
             Some((k.to_string(), s.to_string()))
         })
         .collect()
@@ -144,7 +189,10 @@ fn special_tokens(config: &Json) -> Vec<(String, String)> {
 
 /// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent)`,
 /// i.e. `", "` and `": "` separators, keys in insertion order, non-ASCII kept.
-fn python_tojson(value: Value, indent: Option<Value>) -> std::result::Result<Value, minijinja::Error> {
+fn python_tojson(
+    value: Value,
+    indent: Option<Value>,
+) -> std::result::Result<Value, minijinja::Error> {
     let json: Json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = Vec::new();
@@ -152,7 +200,10 @@ fn python_tojson(value: Value, indent: Option<Value>) -> std::result::Result<Val
     match indent {
         Some(n) => {
             let pad = " ".repeat(n);
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes()));
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes()),
+            );
             serde::Serialize::serialize(&json, &mut ser).expect("in-memory write");
         }
         None => {
@@ -160,17 +211,27 @@ fn python_tojson(value: Value, indent: Option<Value>) -> std::result::Result<Val
             serde::Serialize::serialize(&json, &mut ser).expect("in-memory write");
         }
     }
-    Ok(Value::from_safe_string(String::from_utf8(out).expect("serde_json writes UTF-8")))
+    Ok(Value::from_safe_string(
+        String::from_utf8(out).expect("serde_json writes UTF-8"),
+    ))
 }
 
 /// serde_json formatter with Python's default separators.
 struct PythonFormatter;
 
 impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -192,14 +253,25 @@ mod tests {
 
     #[test]
     fn raise_exception_is_an_error_naming_the_template() {
-        let t = ChatTemplate::new("{{ raise_exception('no system role') }}".into(), "tc.json".into(), vec![]).unwrap();
+        let t = ChatTemplate::new(
+            "{{ raise_exception('no system role') }}".into(),
+            "tc.json".into(),
+            vec![],
+        )
+        .unwrap();
         let err = t.render(&[], false).unwrap_err().to_string();
-        assert!(err.contains("no system role") && err.contains("tc.json"), "{err}");
+        assert!(
+            err.contains("no system role") && err.contains("tc.json"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_error_is_reported() {
-        let err = ChatTemplate::new("{% for %}".into(), "bad.jinja".into(), vec![]).err().unwrap().to_string();
+        let err = ChatTemplate::new("{% for %}".into(), "bad.jinja".into(), vec![])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("bad.jinja"), "{err}");
     }
 }

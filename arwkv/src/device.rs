@@ -61,7 +61,10 @@ impl BackendKind {
             Some(name) => name.parse(),
             None => match std::env::var(DEVICE_ENV) {
                 Ok(name) if !name.trim().is_empty() => name.parse().map_err(|e: Error| {
-                    Error::Device(format!("${DEVICE_ENV}: {}", e.to_string().trim_start_matches("device: ")))
+                    Error::Device(format!(
+                        "${DEVICE_ENV}: {}",
+                        e.to_string().trim_start_matches("device: ")
+                    ))
                 }),
                 _ => Ok(Self::Cpu),
             },
@@ -115,11 +118,21 @@ fn shared_library_present(names: &[&str], extra_dirs: &[&str]) -> bool {
         .collect();
     dirs.extend(extra_dirs.iter().map(|d| d.to_string()));
     dirs.extend(
-        ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/local/nvidia/lib64"]
-            .iter()
-            .map(|d| d.to_string()),
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/lib/x86_64-linux-gnu",
+            "/usr/local/nvidia/lib64",
+        ]
+        .iter()
+        .map(|d| d.to_string()),
     );
-    dirs.iter().any(|d| names.iter().any(|n| std::path::Path::new(d).join(n).exists()))
+    dirs.iter().any(|d| {
+        names
+            .iter()
+            .any(|n| std::path::Path::new(d).join(n).exists())
+    })
 }
 
 #[allow(unreachable_code, unused_variables)]
@@ -136,7 +149,10 @@ fn make_device(kind: BackendKind) -> Result<Device> {
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                if !shared_library_present(&["libcuda.so.1", "libcuda.so"], &["/usr/local/cuda/lib64"]) {
+                if !shared_library_present(
+                    &["libcuda.so.1", "libcuda.so"],
+                    &["/usr/local/cuda/lib64"],
+                ) {
                     return Err(Error::Device(
                         "backend `cuda`: the NVIDIA driver library libcuda.so was not found on the loader path"
                             .into(),
@@ -158,7 +174,9 @@ fn make_device(kind: BackendKind) -> Result<Device> {
             }
         }
     }
-    Err(Error::Device(format!("backend `{kind}` is not compiled into this binary")))
+    Err(Error::Device(format!(
+        "backend `{kind}` is not compiled into this binary"
+    )))
 }
 
 #[cfg(test)]
@@ -178,7 +196,10 @@ mod tests {
         for kind in BackendKind::ALL {
             if !kind.is_compiled() {
                 let err = kind.device().unwrap_err().to_string();
-                assert!(err.contains(&format!("--features {}", kind.feature())), "{err}");
+                assert!(
+                    err.contains(&format!("--features {}", kind.feature())),
+                    "{err}"
+                );
             }
         }
     }

@@ -19,7 +19,11 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 64, sampling: SamplingConfig::default(), stop_ids: vec![] }
+        Self {
+            max_new_tokens: 64,
+            sampling: SamplingConfig::default(),
+            stop_ids: vec![],
+        }
     }
 }
 
@@ -27,7 +31,10 @@ impl Default for GenerationConfig {
 fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
     let [_, t, v] = logits.dims();
     let row = logits.slice([0..1, t - 1..t, 0..v]);
-    row.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
+    row.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
 }
 
 /// Generates after `prompt`; calls `on_token` with each new id and returns them all.

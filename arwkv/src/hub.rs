@@ -12,26 +12,37 @@ use crate::error::{Error, Result};
 /// Files every model folder needs.
 pub const REQUIRED_FILES: &[&str] = &["config.json"];
 /// Files used when present.
-pub const OPTIONAL_FILES: &[&str] =
-    &["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"];
+pub const OPTIONAL_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
 
 /// The Hugging Face hub cache directory, from the environment.
 pub fn hub_cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = env("HF_HUB_CACHE").or_else(|| env("HUGGINGFACE_HUB_CACHE")) {
         return p;
     }
     if let Some(home) = env("HF_HOME") {
         return home.join("hub");
     }
-    let cache = env("XDG_CACHE_HOME").unwrap_or_else(|| env("HOME").unwrap_or_else(|| ".".into()).join(".cache"));
+    let cache = env("XDG_CACHE_HOME")
+        .unwrap_or_else(|| env("HOME").unwrap_or_else(|| ".".into()).join(".cache"));
     cache.join("huggingface").join("hub")
 }
 
 /// Whether `HF_HUB_OFFLINE` is set to a true value.
 pub fn offline() -> bool {
     matches!(
-        std::env::var("HF_HUB_OFFLINE").map(|v| v.to_ascii_lowercase()).as_deref(),
+        std::env::var("HF_HUB_OFFLINE")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref(),
         Ok("1" | "true" | "yes" | "on")
     )
 }
@@ -41,7 +52,11 @@ pub fn looks_like_repo_id(model: &str) -> bool {
     let parts: Vec<&str> = model.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && *p != "." && *p != ".."
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && *p != "."
+                && *p != ".."
         })
 }
 
@@ -52,7 +67,10 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
         return check_folder(model, path);
     }
     if path.exists() {
-        return Err(Error::Resolve { model: model.into(), message: "is a file; pass the model's folder".into() });
+        return Err(Error::Resolve {
+            model: model.into(),
+            message: "is a file; pass the model's folder".into(),
+        });
     }
     if !looks_like_repo_id(model) {
         return Err(Error::Resolve {
@@ -70,7 +88,10 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
 fn check_folder(model: &str, dir: &Path) -> Result<PathBuf> {
     for f in REQUIRED_FILES {
         if !dir.join(f).is_file() {
-            return Err(Error::Resolve { model: model.into(), message: format!("`{f}` is missing from the folder") });
+            return Err(Error::Resolve {
+                model: model.into(),
+                message: format!("`{f}` is missing from the folder"),
+            });
         }
     }
     Ok(dir.to_path_buf())
@@ -93,9 +114,14 @@ pub fn weight_files_present(dir: &Path) -> bool {
 
 fn shard_names(dir: &Path) -> Option<Vec<String>> {
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(crate::weights::INDEX_FILE)).ok()?).ok()?;
-    let mut names: Vec<String> =
-        index.get("weight_map")?.as_object()?.values().filter_map(|v| v.as_str().map(String::from)).collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.join(crate::weights::INDEX_FILE)).ok()?)
+            .ok()?;
+    let mut names: Vec<String> = index
+        .get("weight_map")?
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     names.sort();
     names.dedup();
     Some(names)
@@ -110,12 +136,22 @@ pub fn cached_snapshot(cache: &Path, repo_id: &str) -> Option<PathBuf> {
 }
 
 fn missing_files(snapshot: Option<&Path>) -> Vec<String> {
-    let Some(dir) = snapshot else { return vec!["config.json".into(), crate::weights::SINGLE_FILE.into()] };
-    let mut missing: Vec<String> = REQUIRED_FILES.iter().filter(|f| !dir.join(f).is_file()).map(|f| f.to_string()).collect();
+    let Some(dir) = snapshot else {
+        return vec!["config.json".into(), crate::weights::SINGLE_FILE.into()];
+    };
+    let mut missing: Vec<String> = REQUIRED_FILES
+        .iter()
+        .filter(|f| !dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
     if !weight_files_present(dir) {
         match shard_names(dir) {
             Some(names) => missing.extend(names.into_iter().filter(|n| !dir.join(n).is_file())),
-            None => missing.push(format!("{} (or {})", crate::weights::SINGLE_FILE, crate::weights::INDEX_FILE)),
+            None => missing.push(format!(
+                "{} (or {})",
+                crate::weights::SINGLE_FILE,
+                crate::weights::INDEX_FILE
+            )),
         }
     }
     missing
@@ -155,13 +191,25 @@ fn fetch(model: &str, cache: &Path, snapshot: Option<PathBuf>) -> Result<PathBuf
 
 #[cfg(feature = "hub")]
 fn download(model: &str, cache: &Path) -> Result<PathBuf> {
-    let fail = |e: &dyn std::fmt::Display| Error::Resolve { model: model.into(), message: format!("download failed: {e}") };
-    let client = hf_hub::HFClient::builder().cache_dir(cache.to_path_buf()).build_sync().map_err(|e| fail(&e))?;
-    let (owner, name) = model.split_once('/').expect("checked by looks_like_repo_id");
+    let fail = |e: &dyn std::fmt::Display| Error::Resolve {
+        model: model.into(),
+        message: format!("download failed: {e}"),
+    };
+    let client = hf_hub::HFClient::builder()
+        .cache_dir(cache.to_path_buf())
+        .build_sync()
+        .map_err(|e| fail(&e))?;
+    let (owner, name) = model
+        .split_once('/')
+        .expect("checked by looks_like_repo_id");
     let repo = client.model(owner, name);
     let dir = repo
         .snapshot_download()
-        .allow_patterns(vec!["*.safetensors".into(), "*.json".into(), "*.jinja".into()])
+        .allow_patterns(vec![
+            "*.safetensors".into(),
+            "*.json".into(),
+            "*.jinja".into(),
+        ])
         .send()
         .map_err(|e| fail(&e))?;
     check_folder(model, &dir)

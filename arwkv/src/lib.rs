@@ -15,6 +15,7 @@ pub mod sampling;
 pub mod teacher;
 pub mod tokenizer;
 pub mod weights;
+pub mod wkv7;
 
 pub use device::BackendKind;
 pub use error::{Error, Result};

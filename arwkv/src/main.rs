@@ -13,7 +13,11 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "arwkv", version, about = "Distil a Qwen2.5 transformer into an attention-free RWKV-7 model")]
+#[command(
+    name = "arwkv",
+    version,
+    about = "Distil a Qwen2.5 transformer into an attention-free RWKV-7 model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,7 +108,10 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .split(',')
         .map(|p| p.trim())
         .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().with_context(|| format!("--ids: `{p}` is not a token id")))
+        .map(|p| {
+            p.parse::<u32>()
+                .with_context(|| format!("--ids: `{p}` is not a token id"))
+        })
         .collect::<Result<_>>()?;
     if ids.is_empty() {
         bail!("--ids: no token ids given");
@@ -125,7 +132,11 @@ fn run(cli: Cli) -> Result<()> {
             let teacher = PretrainedQwen2::load_weights_only(&model, &device)?;
             let logits = teacher.model.forward(ids_tensor(&ids, &device), None)?;
             let [_, t, v] = logits.dims();
-            let flat = logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let flat = logits
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let rows: Vec<&[f32]> = flat.chunks(v).take(t).collect();
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -149,10 +160,9 @@ fn run(cli: Cli) -> Result<()> {
             let teacher = PretrainedQwen2::load(&model, &device)?;
             let tokenizer = teacher.tokenizer()?;
             let text = if chat {
-                let template = teacher
-                    .chat_template
-                    .as_ref()
-                    .with_context(|| format!("--chat: {} has no chat template", teacher.dir.display()))?;
+                let template = teacher.chat_template.as_ref().with_context(|| {
+                    format!("--chat: {} has no chat template", teacher.dir.display())
+                })?;
                 let mut messages = Vec::new();
                 if let Some(s) = system {
                     messages.push(ChatMessage::new("system", s));
@@ -165,7 +175,12 @@ fn run(cli: Cli) -> Result<()> {
             let prompt_ids = tokenizer.encode(&text, false)?;
             let config = GenerationConfig {
                 max_new_tokens,
-                sampling: SamplingConfig { temperature, top_k, top_p, seed },
+                sampling: SamplingConfig {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                },
                 stop_ids: teacher.stop_ids(),
             };
             let stdout = std::io::stdout();
@@ -179,7 +194,10 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })?;
             if ids_only {
-                println!("{}", serde_json::json!({ "prompt_ids": prompt_ids, "generated_ids": generated }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "prompt_ids": prompt_ids, "generated_ids": generated })
+                );
             } else {
                 println!();
             }
@@ -189,7 +207,9 @@ fn run(cli: Cli) -> Result<()> {
             let teacher = PretrainedQwen2::load(&model, &device)?;
             print!("{}", arwkv::teacher::describe(&teacher));
         }
-        Command::Bench { what: BenchCommand::Teacher(args) } => {
+        Command::Bench {
+            what: BenchCommand::Teacher(args),
+        } => {
             let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
             let report = arwkv::bench::bench_teacher(&args, &device)?;
             println!("{}", serde_json::to_string(&report)?);

@@ -22,9 +22,25 @@ impl Linear {
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) from a checkpoint.
-    pub fn load(ck: &Checkpoint, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Self> {
-        let weight = Param::from_tensor(ck.load(&format!("{prefix}.weight"), [d_out, d_in], device)?);
-        let bias = if bias { Some(Param::from_tensor(ck.load(&format!("{prefix}.bias"), [d_out], device)?)) } else { None };
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight =
+            Param::from_tensor(ck.load(&format!("{prefix}.weight"), [d_out, d_in], device)?);
+        let bias = if bias {
+            Some(Param::from_tensor(ck.load(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -43,7 +59,11 @@ impl Linear {
 /// The leading dimensions are folded into rows and the product runs as one 2-D matmul against the
 /// transposed *view* of the weight: reshaping a transposed weight (what a batched matmul needs)
 /// would copy it on every call.
-pub fn linear_hf<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+pub fn linear_hf<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
@@ -76,12 +96,24 @@ impl RmsNorm {
     }
 
     /// Loads `{prefix}.weight`.
-    pub fn load(ck: &Checkpoint, prefix: &str, hidden: usize, eps: f64, device: &Device) -> Result<Self> {
-        Ok(Self { weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [hidden], device)?), eps })
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        hidden: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [hidden], device)?),
+            eps,
+        })
     }
 
     /// A norm with unit scale.
     pub fn ones(hidden: usize, eps: f64, device: &Device) -> Self {
-        Self { weight: Param::from_tensor(Tensor::ones([hidden], device)), eps }
+        Self {
+            weight: Param::from_tensor(Tensor::ones([hidden], device)),
+            eps,
+        }
     }
 }

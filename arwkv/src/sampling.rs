@@ -20,7 +20,12 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -28,10 +33,16 @@ impl SamplingConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Invalid(format!("temperature must be >= 0, got {}", self.temperature)));
+            return Err(Error::Invalid(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid(format!("top-p must be in (0, 1], got {}", self.top_p)));
+            return Err(Error::Invalid(format!(
+                "top-p must be in (0, 1], got {}",
+                self.top_p
+            )));
         }
         Ok(())
     }
@@ -63,7 +74,10 @@ impl Sampler {
             order.truncate(self.config.top_k.max(1));
         }
         let max = logits[order[0]] / t;
-        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] / t - max) as f64).exp()).collect();
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] / t - max) as f64).exp())
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if self.config.top_p < 1.0 {
@@ -114,9 +128,19 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_seed_repeats() {
         let logits = [0.1, 0.5, 3.0, 0.2];
-        let mut s = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 1, ..Default::default() }).unwrap();
+        let mut s = Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(s.sample(&logits), 2);
-        let cfg = SamplingConfig { temperature: 1.5, top_k: 0, top_p: 0.9, seed: 7 };
+        let cfg = SamplingConfig {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 7,
+        };
         let draw = |cfg: &SamplingConfig| {
             let mut s = Sampler::new(cfg.clone()).unwrap();
             (0..20).map(|_| s.sample(&logits)).collect::<Vec<_>>()
@@ -127,13 +151,31 @@ mod tests {
     #[test]
     fn top_p_drops_the_tail() {
         let logits = [10.0, 0.0, 0.0, 0.0];
-        let mut s = Sampler::new(SamplingConfig { temperature: 1.0, top_p: 0.5, seed: 1, ..Default::default() }).unwrap();
+        let mut s = Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        })
+        .unwrap();
         assert!((0..50).all(|_| s.sample(&logits) == 0));
     }
 
     #[test]
     fn bad_ranges_are_rejected() {
-        assert!(Sampler::new(SamplingConfig { top_p: 0.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplingConfig { temperature: -1.0, ..Default::default() }).is_err());
+        assert!(
+            Sampler::new(SamplingConfig {
+                top_p: 0.0,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Sampler::new(SamplingConfig {
+                temperature: -1.0,
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -14,25 +14,43 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         if !path.is_file() {
-            return Err(Error::Tokenizer { path: path.into(), message: "file not found".into() });
+            return Err(Error::Tokenizer {
+                path: path.into(),
+                message: "file not found".into(),
+            });
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer { path: path.into(), message: e.to_string() })?;
-        Ok(Self { inner, path: path.into() })
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            inner,
+            path: path.into(),
+        })
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> Error {
-        Error::Tokenizer { path: self.path.clone(), message: e.to_string() }
+        Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// Token ids of `text`; `add_special_tokens` adds what the post-processor adds (none for Qwen2).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, add_special_tokens).map_err(|e| self.fail(e))?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| self.fail(e))?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, optionally without special tokens.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| self.fail(e))
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| self.fail(e))
     }
 
     /// The id of a token string (special tokens included).
@@ -66,7 +84,11 @@ pub struct StreamDecoder<'a> {
 impl<'a> StreamDecoder<'a> {
     /// A decoder that has emitted nothing yet.
     pub fn new(tokenizer: &'a TextTokenizer) -> Self {
-        Self { tokenizer, ids: Vec::new(), emitted: 0 }
+        Self {
+            tokenizer,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 
     /// Adds a token; returns the newly completed text, if any.
@@ -74,7 +96,10 @@ impl<'a> StreamDecoder<'a> {
         self.ids.push(id);
         let text = self.tokenizer.decode(&self.ids, true)?;
         // A trailing replacement character means a multi-byte character is still incomplete.
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+        if text.ends_with('\u{FFFD}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
             return Ok(None);
         }
         let piece = text[self.emitted..].to_string();

@@ -76,7 +76,10 @@ impl Checkpoint {
                     return Err(Error::Tensor {
                         file: index.to_path_buf(),
                         tensor: name.clone(),
-                        message: format!("index says `{file}` but it is stored in {}", ck.shards[i].path.display()),
+                        message: format!(
+                            "index says `{file}` but it is stored in {}",
+                            ck.shards[i].path.display()
+                        ),
                     });
                 }
                 None => {
@@ -110,7 +113,12 @@ impl Checkpoint {
             }
             shards.push(shard);
         }
-        Ok(Self { shards, location, used: RefCell::new(BTreeSet::new()), origin })
+        Ok(Self {
+            shards,
+            location,
+            used: RefCell::new(BTreeSet::new()),
+            origin,
+        })
     }
 
     /// Whether the checkpoint holds a tensor of this name.
@@ -127,7 +135,10 @@ impl Checkpoint {
 
     /// The stored dtype of the first tensor (the checkpoint's dtype, as a rule).
     pub fn stored_dtypes(&self) -> BTreeSet<String> {
-        self.shards.iter().flat_map(|s| s.tensors.values().map(|t| format!("{:?}", t.dtype))).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| s.tensors.values().map(|t| format!("{:?}", t.dtype)))
+            .collect()
     }
 
     /// Number of shard files.
@@ -137,7 +148,9 @@ impl Checkpoint {
 
     /// The stored shape of a tensor.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.location.get(name).map(|&i| self.shards[i].tensors[name].shape.clone())
+        self.location
+            .get(name)
+            .map(|&i| self.shards[i].tensors[name].shape.clone())
     }
 
     /// Reads a tensor as f32 values after checking its shape.
@@ -149,28 +162,49 @@ impl Checkpoint {
         })?;
         let shard = &self.shards[i];
         let info = &shard.tensors[name];
-        let fail = |message: String| Error::Tensor { file: shard.path.clone(), tensor: name.into(), message };
+        let fail = |message: String| Error::Tensor {
+            file: shard.path.clone(),
+            tensor: name.into(),
+            message,
+        };
         if info.shape != expected {
-            return Err(fail(format!("shape {:?} does not match the expected {:?}", info.shape, expected)));
+            return Err(fail(format!(
+                "shape {:?} does not match the expected {:?}",
+                info.shape, expected
+            )));
         }
         let (start, end) = info.data_offsets;
         let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
         let values = match info.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => {
-                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(fail(format!(
+                    "dtype {other:?} is not supported (f32, f16 or bf16)"
+                )));
             }
-            Dtype::BF16 => {
-                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            other => return Err(fail(format!("dtype {other:?} is not supported (f32, f16 or bf16)"))),
         };
         self.used.borrow_mut().insert(name.to_string());
         Ok(values)
     }
 
     /// Loads a tensor of the given shape onto `device` as f32.
-    pub fn load<const D: usize>(&self, name: &str, shape: [usize; D], device: &Device) -> Result<Tensor<D>> {
+    pub fn load<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
         let values = self.read_f32(name, &shape)?;
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
@@ -187,7 +221,11 @@ impl Checkpoint {
                 tensor: name.clone(),
                 message: format!(
                     "unexpected tensor: the model has no such parameter{}",
-                    if names.len() > 1 { format!(" ({} more unexpected)", names.len() - 1) } else { String::new() }
+                    if names.len() > 1 {
+                        format!(" ({} more unexpected)", names.len() - 1)
+                    } else {
+                        String::new()
+                    }
                 ),
             }),
         }
@@ -200,11 +238,21 @@ impl Shard {
         // SAFETY: the map is read-only; a checkpoint modified while it is mapped is the user's
         // problem, as with every mmap-based loader (PyTorch, candle, safetensors itself).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
-            file: path.to_path_buf(),
-            message: format!("not a valid safetensors file (corrupt or truncated): {e}"),
-        })?;
-        let tensors = metadata.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
-        Ok(Self { path: path.to_path_buf(), mmap, data_start: 8 + header_len, tensors })
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| Error::Checkpoint {
+                file: path.to_path_buf(),
+                message: format!("not a valid safetensors file (corrupt or truncated): {e}"),
+            })?;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header_len,
+            tensors,
+        })
     }
 }

@@ -19,7 +19,9 @@ fn fixture(name: &str) -> PathBuf {
 
 fn arwkv(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_arwkv"));
-    cmd.args(args).env_remove("ARWKV_DEVICE").env_remove("HF_HUB_OFFLINE");
+    cmd.args(args)
+        .env_remove("ARWKV_DEVICE")
+        .env_remove("HF_HUB_OFFLINE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -34,12 +36,22 @@ fn stderr(o: &Output) -> String {
 fn expect_error(args: &[&str], env: &[(&str, &str)], needles: &[&str]) {
     let out = arwkv(args, env);
     let err = stderr(&out);
-    assert!(!out.status.success(), "expected failure for {args:?}, got success");
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?}, got success"
+    );
     for n in needles {
         assert!(err.contains(n), "stderr for {args:?} lacks `{n}`:\n{err}");
     }
-    assert!(!err.contains("panicked"), "a panic instead of an error:\n{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one clear error line expected:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error:\n{err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one clear error line expected:\n{err}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -74,25 +86,46 @@ fn logits_of(out: &Output) -> Vec<Vec<f64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
 fn golden_logits(dir: &Path) -> (String, Vec<Vec<f64>>) {
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let ids: Vec<String> = g["ids"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let ids: Vec<String> = g["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
     let rows = g["logits"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect();
     (ids.join(","), rows)
 }
 
 fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -100,7 +133,10 @@ fn logits_command_reproduces_golden_logits() {
     for name in ["tied-gqa2-f32", "untied-gqa4-bf16-sharded", "mha-f16"] {
         let dir = fixture(name);
         let (ids, golden) = golden_logits(&dir);
-        let got = logits_of(&arwkv(&["logits", "--model", dir.to_str().unwrap(), "--ids", &ids], &[]));
+        let got = logits_of(&arwkv(
+            &["logits", "--model", dir.to_str().unwrap(), "--ids", &ids],
+            &[],
+        ));
         let diff = max_diff(&got, &golden);
         assert!(diff <= 1e-4, "{name}: max |Δlogit| = {diff}");
     }
@@ -117,21 +153,43 @@ fn hub_ids_resolve_through_the_cache_layout() {
     let (ids, golden) = golden_logits(&fixture("tied-gqa2-f32"));
     let args = ["logits", "--model", "tiny-org/tiny-qwen", "--ids", &ids];
     // via HF_HUB_CACHE, and via HF_HOME/hub
-    let got = logits_of(&arwkv(&args, &[("HF_HUB_CACHE", hub.to_str().unwrap()), ("HF_HUB_OFFLINE", "1")]));
+    let got = logits_of(&arwkv(
+        &args,
+        &[
+            ("HF_HUB_CACHE", hub.to_str().unwrap()),
+            ("HF_HUB_OFFLINE", "1"),
+        ],
+    ));
     assert!(max_diff(&got, &golden) <= 1e-4);
     let home = tmp.path().join("home");
-    let got = logits_of(&arwkv(&args, &[("HF_HOME", home.to_str().unwrap()), ("HF_HUB_CACHE", "")]));
+    let got = logits_of(&arwkv(
+        &args,
+        &[("HF_HOME", home.to_str().unwrap()), ("HF_HUB_CACHE", "")],
+    ));
     assert!(max_diff(&got, &golden) <= 1e-4);
 }
 
 #[test]
 fn cache_miss_offline_says_which_file_and_how_to_fetch() {
     let tmp = tempfile::tempdir().unwrap();
-    let env = [("HF_HUB_CACHE", tmp.path().to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
+    let env = [
+        ("HF_HUB_CACHE", tmp.path().to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
     expect_error(
-        &["logits", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--ids", "1"],
+        &[
+            "logits",
+            "--model",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "--ids",
+            "1",
+        ],
         &env,
-        &["Qwen/Qwen2.5-0.5B-Instruct", "config.json", "download Qwen/Qwen2.5-0.5B-Instruct"],
+        &[
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "config.json",
+            "download Qwen/Qwen2.5-0.5B-Instruct",
+        ],
     );
     // A snapshot without its shards names the missing shard.
     let repo = tmp.path().join("models--o--sharded");
@@ -140,7 +198,11 @@ fn cache_miss_offline_says_which_file_and_how_to_fetch() {
     let snap = repo.join("snapshots/feed");
     copy_dir(&fixture("untied-gqa4-bf16-sharded"), &snap);
     std::fs::remove_file(snap.join("model-00003-of-00006.safetensors")).unwrap();
-    expect_error(&["logits", "--model", "o/sharded", "--ids", "1"], &env, &["model-00003-of-00006.safetensors"]);
+    expect_error(
+        &["logits", "--model", "o/sharded", "--ids", "1"],
+        &env,
+        &["model-00003-of-00006.safetensors"],
+    );
 }
 
 #[test]
@@ -150,24 +212,48 @@ fn bad_checkpoints_name_file_and_tensor() {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&base, tmp.path());
         edit(tmp.path());
-        expect_error(&["logits", "--model", tmp.path().to_str().unwrap(), "--ids", "1,2"], &[], needles);
+        expect_error(
+            &[
+                "logits",
+                "--model",
+                tmp.path().to_str().unwrap(),
+                "--ids",
+                "1,2",
+            ],
+            &[],
+            needles,
+        );
     };
     case(
-        &|d| rewrite(&d.join("model.safetensors"), |m| drop(m.remove("model.layers.1.mlp.up_proj.weight"))),
+        &|d| {
+            rewrite(&d.join("model.safetensors"), |m| {
+                drop(m.remove("model.layers.1.mlp.up_proj.weight"))
+            })
+        },
         &["model.layers.1.mlp.up_proj.weight", "missing"],
     );
     case(
         &|d| {
             rewrite(&d.join("model.safetensors"), |m| {
-                m.insert("model.layers.0.self_attn.extra.weight".into(), (Dtype::F32, vec![2], vec![0; 8]));
+                m.insert(
+                    "model.layers.0.self_attn.extra.weight".into(),
+                    (Dtype::F32, vec![2], vec![0; 8]),
+                );
             })
         },
-        &["model.safetensors", "model.layers.0.self_attn.extra.weight", "unexpected"],
+        &[
+            "model.safetensors",
+            "model.layers.0.self_attn.extra.weight",
+            "unexpected",
+        ],
     );
     case(
         &|d| {
             rewrite(&d.join("model.safetensors"), |m| {
-                m.insert("model.norm.weight".into(), (Dtype::F32, vec![63], vec![0; 63 * 4]));
+                m.insert(
+                    "model.norm.weight".into(),
+                    (Dtype::F32, vec![63], vec![0; 63 * 4]),
+                );
             })
         },
         &["model.safetensors", "model.norm.weight", "[63]", "[64]"],
@@ -175,7 +261,10 @@ fn bad_checkpoints_name_file_and_tensor() {
     case(
         &|d| {
             rewrite(&d.join("model.safetensors"), |m| {
-                m.insert("model.norm.weight".into(), (Dtype::I32, vec![64], vec![0; 64 * 4]));
+                m.insert(
+                    "model.norm.weight".into(),
+                    (Dtype::I32, vec![64], vec![0; 64 * 4]),
+                );
             })
         },
         &["model.norm.weight", "dtype"],
@@ -197,17 +286,24 @@ fn bad_checkpoints_name_file_and_tensor() {
         },
         &["model.safetensors", "not a valid safetensors file"],
     );
-    case(&|d| std::fs::write(d.join("config.json"), "{ \"vocab_size\": 320, ").unwrap(), &["config.json", "invalid JSON"]);
+    case(
+        &|d| std::fs::write(d.join("config.json"), "{ \"vocab_size\": 320, ").unwrap(),
+        &["config.json", "invalid JSON"],
+    );
     case(
         &|d| {
             let p = d.join("config.json");
             let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            v["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0});
+            v["rope_parameters"] =
+                serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0});
             std::fs::write(&p, v.to_string()).unwrap();
         },
         &["config.json", "rope_parameters", "yarn"],
     );
-    case(&|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(), &["no weights found"]);
+    case(
+        &|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(),
+        &["no weights found"],
+    );
 }
 
 #[test]
@@ -217,20 +313,46 @@ fn bad_tokenizer_files_are_named() {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&base, tmp.path());
         edit(tmp.path());
-        let mut full = vec!["generate", "--model", tmp.path().to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "2"];
+        let mut full = vec![
+            "generate",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "2",
+        ];
         full.extend_from_slice(args);
         expect_error(&full, &[], needles);
     };
-    case(&|d| std::fs::write(d.join("tokenizer.json"), "{\"version\": ").unwrap(), &[], &["tokenizer.json"]);
-    case(&|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(), &[], &["tokenizer.json", "no tokenizer"]);
-    case(&|d| std::fs::write(d.join("tokenizer_config.json"), "[1, 2").unwrap(), &[], &["tokenizer_config.json", "invalid JSON"]);
+    case(
+        &|d| std::fs::write(d.join("tokenizer.json"), "{\"version\": ").unwrap(),
+        &[],
+        &["tokenizer.json"],
+    );
+    case(
+        &|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(),
+        &[],
+        &["tokenizer.json", "no tokenizer"],
+    );
+    case(
+        &|d| std::fs::write(d.join("tokenizer_config.json"), "[1, 2").unwrap(),
+        &[],
+        &["tokenizer_config.json", "invalid JSON"],
+    );
     case(
         &|d| std::fs::write(d.join("tokenizer_config.json"), "{\"chat_template\": 42}").unwrap(),
         &["--chat"],
         &["tokenizer_config.json", "chat_template"],
     );
     case(
-        &|d| std::fs::write(d.join("tokenizer_config.json"), "{\"chat_template\": \"{% for m in messages %}\"}").unwrap(),
+        &|d| {
+            std::fs::write(
+                d.join("tokenizer_config.json"),
+                "{\"chat_template\": \"{% for m in messages %}\"}",
+            )
+            .unwrap()
+        },
         &["--chat"],
         &["chat template", "tokenizer_config.json"],
     );
@@ -247,12 +369,23 @@ fn sharded_index_naming_a_missing_tensor_is_reported() {
     copy_dir(&fixture("untied-gqa4-bf16-sharded"), tmp.path());
     let p = tmp.path().join("model.safetensors.index.json");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    v["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00006.safetensors".into();
+    v["weight_map"]["model.layers.9.mlp.up_proj.weight"] =
+        "model-00001-of-00006.safetensors".into();
     std::fs::write(&p, v.to_string()).unwrap();
     expect_error(
-        &["logits", "--model", tmp.path().to_str().unwrap(), "--ids", "1"],
+        &[
+            "logits",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--ids",
+            "1",
+        ],
         &[],
-        &["model-00001-of-00006.safetensors", "model.layers.9.mlp.up_proj.weight", "not present"],
+        &[
+            "model-00001-of-00006.safetensors",
+            "model.layers.9.mlp.up_proj.weight",
+            "not present",
+        ],
     );
 }
 
@@ -260,13 +393,37 @@ fn sharded_index_naming_a_missing_tensor_is_reported() {
 fn bad_arguments_are_clear_errors() {
     let dir = fixture("tied-gqa2-f32");
     let m = dir.to_str().unwrap();
-    expect_error(&["logits", "--model", m, "--ids", "1,x"], &[], &["--ids", "`x`"]);
-    expect_error(&["logits", "--model", m, "--ids", "1,400"], &[], &["token id 400"]);
-    expect_error(&["logits", "--model", "/nonexistent/model", "--ids", "1"], &[], &["/nonexistent/model"]);
-    expect_error(&["logits", "--model", m, "--ids", "1", "--device", "tpu"], &[], &["unknown backend `tpu`"]);
+    expect_error(
+        &["logits", "--model", m, "--ids", "1,x"],
+        &[],
+        &["--ids", "`x`"],
+    );
+    expect_error(
+        &["logits", "--model", m, "--ids", "1,400"],
+        &[],
+        &["token id 400"],
+    );
+    expect_error(
+        &["logits", "--model", "/nonexistent/model", "--ids", "1"],
+        &[],
+        &["/nonexistent/model"],
+    );
+    expect_error(
+        &["logits", "--model", m, "--ids", "1", "--device", "tpu"],
+        &[],
+        &["unknown backend `tpu`"],
+    );
     if !cfg!(feature = "cuda") {
-        expect_error(&["logits", "--model", m, "--ids", "1", "--device", "cuda"], &[], &["--features cuda"]);
-        expect_error(&["logits", "--model", m, "--ids", "1"], &[("ARWKV_DEVICE", "cuda")], &["--features cuda"]);
+        expect_error(
+            &["logits", "--model", m, "--ids", "1", "--device", "cuda"],
+            &[],
+            &["--features cuda"],
+        );
+        expect_error(
+            &["logits", "--model", m, "--ids", "1"],
+            &[("ARWKV_DEVICE", "cuda")],
+            &["--features cuda"],
+        );
     }
 }
 
@@ -274,14 +431,44 @@ fn bad_arguments_are_clear_errors() {
 fn generate_streams_text_and_honours_chat_and_seed() {
     let m = fixture("tied-gqa2-f32");
     let m = m.to_str().unwrap();
-    let out = arwkv(&["generate", "--model", m, "--prompt", "The quick brown fox", "--max-new-tokens", "12", "--ids-only"], &[]);
+    let out = arwkv(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "The quick brown fox",
+            "--max-new-tokens",
+            "12",
+            "--ids-only",
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tied-gqa2-f32").join("golden.json")).unwrap()).unwrap();
+    let g: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tied-gqa2-f32").join("golden.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["prompt_ids"], g["greedy"]["prompt_ids"]);
     let sampled = |seed: &str| {
         let out = arwkv(
-            &["generate", "--model", m, "--prompt", "Hello", "--chat", "--temperature", "1.0", "--top-p", "0.9", "--seed", seed, "--max-new-tokens", "8"],
+            &[
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "Hello",
+                "--chat",
+                "--temperature",
+                "1.0",
+                "--top-p",
+                "0.9",
+                "--seed",
+                seed,
+                "--max-new-tokens",
+                "8",
+            ],
             &[],
         );
         assert!(out.status.success(), "{}", stderr(&out));
@@ -293,10 +480,29 @@ fn generate_streams_text_and_honours_chat_and_seed() {
 
 #[test]
 fn inspect_summarises_the_model() {
-    let out = arwkv(&["inspect", "--model", fixture("untied-gqa4-bf16-sharded").to_str().unwrap()], &[]);
+    let out = arwkv(
+        &[
+            "inspect",
+            "--model",
+            fixture("untied-gqa4-bf16-sharded").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["3 layers", "hidden 64", "GQA 4:1", "BF16", "6 file(s)", "separate LM head", "ChatML", "parameters:"] {
-        assert!(text.contains(needle), "inspect output lacks `{needle}`:\n{text}");
+    for needle in [
+        "3 layers",
+        "hidden 64",
+        "GQA 4:1",
+        "BF16",
+        "6 file(s)",
+        "separate LM head",
+        "ChatML",
+        "parameters:",
+    ] {
+        assert!(
+            text.contains(needle),
+            "inspect output lacks `{needle}`:\n{text}"
+        );
     }
 }

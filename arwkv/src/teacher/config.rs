@@ -105,7 +105,9 @@ impl Qwen2Config {
 
     /// Validates an already parsed `config.json`; `path` is only used in messages.
     pub fn from_value(value: Value, path: &Path) -> Result<Self> {
-        let cfg = ConfigCheck { path: path.to_path_buf() };
+        let cfg = ConfigCheck {
+            path: path.to_path_buf(),
+        };
         if !value.is_object() {
             return Err(cfg.err("<root>", "expected a JSON object"));
         }
@@ -139,7 +141,11 @@ struct ConfigCheck {
 
 impl ConfigCheck {
     fn err(&self, key: &str, message: &str) -> Error {
-        Error::Config { path: self.path.clone(), key: key.into(), message: message.into() }
+        Error::Config {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     fn required(&self, key: &str, v: Option<usize>) -> Result<usize> {
@@ -154,11 +160,17 @@ impl ConfigCheck {
         if let Some(mt) = &raw.model_type
             && mt != "qwen2"
         {
-            return Err(self.err("model_type", &format!("`{mt}` is not a Qwen2 model (expected \"qwen2\")")));
+            return Err(self.err(
+                "model_type",
+                &format!("`{mt}` is not a Qwen2 model (expected \"qwen2\")"),
+            ));
         }
         let hidden_size = self.required("hidden_size", raw.hidden_size)?;
         let heads = self.required("num_attention_heads", raw.num_attention_heads)?;
-        let kv_heads = self.required("num_key_value_heads", raw.num_key_value_heads.or(Some(heads)))?;
+        let kv_heads = self.required(
+            "num_key_value_heads",
+            raw.num_key_value_heads.or(Some(heads)),
+        )?;
         if heads % kv_heads != 0 {
             return Err(self.err(
                 "num_key_value_heads",
@@ -178,20 +190,32 @@ impl ConfigCheck {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(self.err("head_dim", &format!("{head_dim} is odd; rotary embeddings need an even width")));
+            return Err(self.err(
+                "head_dim",
+                &format!("{head_dim} is odd; rotary embeddings need an even width"),
+            ));
         }
         if let Some(act) = &raw.hidden_act
             && act != "silu"
         {
-            return Err(self.err("hidden_act", &format!("`{act}` is not supported (only \"silu\")")));
+            return Err(self.err(
+                "hidden_act",
+                &format!("`{act}` is not supported (only \"silu\")"),
+            ));
         }
         if raw.use_sliding_window == Some(true) {
-            return Err(self.err("use_sliding_window", "sliding-window attention is not supported"));
+            return Err(self.err(
+                "use_sliding_window",
+                "sliding-window attention is not supported",
+            ));
         }
         if let Some(types) = &raw.layer_types
             && let Some(bad) = types.iter().find(|t| t.as_str() != "full_attention")
         {
-            return Err(self.err("layer_types", &format!("layer type `{bad}` is not supported (only full_attention)")));
+            return Err(self.err(
+                "layer_types",
+                &format!("layer type `{bad}` is not supported (only full_attention)"),
+            ));
         }
         let rope_theta = self.rope_theta(&raw)?;
         let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
@@ -212,7 +236,10 @@ impl ConfigCheck {
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             dtype: raw.dtype.or(raw.torch_dtype),
             eos_token_ids: self.token_ids("eos_token_id", raw.eos_token_id.as_ref())?,
-            bos_token_id: self.token_ids("bos_token_id", raw.bos_token_id.as_ref())?.first().copied(),
+            bos_token_id: self
+                .token_ids("bos_token_id", raw.bos_token_id.as_ref())?
+                .first()
+                .copied(),
         })
     }
 
@@ -224,7 +251,10 @@ impl ConfigCheck {
         if let Some(params) = &raw.rope_parameters {
             self.check_rope_type("rope_parameters", params)?;
             if let Some(t) = params.get("rope_theta") {
-                theta = Some(t.as_f64().ok_or_else(|| self.err("rope_parameters.rope_theta", "expected a number"))?);
+                theta =
+                    Some(t.as_f64().ok_or_else(|| {
+                        self.err("rope_parameters.rope_theta", "expected a number")
+                    })?);
             }
         }
         let theta = theta.unwrap_or(10000.0);
@@ -244,7 +274,9 @@ impl ConfigCheck {
                     Some(Value::String(s)) if s == "default" => Ok(()),
                     Some(other) => Err(self.err(
                         key,
-                        &format!("RoPE scaling type {other} is not supported (only none/\"default\")"),
+                        &format!(
+                            "RoPE scaling type {other} is not supported (only none/\"default\")"
+                        ),
                     )),
                 }
             }
@@ -258,9 +290,13 @@ impl ConfigCheck {
             None | Some(Value::Null) => Ok(vec![]),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|x| as_id(x).ok_or_else(|| self.err(key, "expected non-negative integer token ids")))
+                .map(|x| {
+                    as_id(x).ok_or_else(|| self.err(key, "expected non-negative integer token ids"))
+                })
                 .collect(),
-            Some(x) => as_id(x).map(|id| vec![id]).ok_or_else(|| self.err(key, "expected a token id")),
+            Some(x) => as_id(x)
+                .map(|id| vec![id])
+                .ok_or_else(|| self.err(key, "expected a token id")),
         }
     }
 }
@@ -295,7 +331,10 @@ mod tests {
         let m = v.as_object_mut().unwrap();
         m.remove("rope_theta");
         m.remove("torch_dtype");
-        m.insert("rope_parameters".into(), json!({"rope_type": "default", "rope_theta": 5000.0}));
+        m.insert(
+            "rope_parameters".into(),
+            json!({"rope_type": "default", "rope_theta": 5000.0}),
+        );
         m.insert("dtype".into(), json!("bfloat16"));
         let c = parse(v).unwrap();
         assert_eq!(c.rope_theta, 5000.0);

@@ -33,7 +33,15 @@ pub fn describe(t: &PretrainedQwen2) -> String {
         c.rope_theta
     );
     let _ = writeln!(s, "norm eps:      {}", c.rms_norm_eps);
-    let _ = writeln!(s, "embeddings:    {}", if c.tie_word_embeddings { "tied to the LM head" } else { "separate LM head" });
+    let _ = writeln!(
+        s,
+        "embeddings:    {}",
+        if c.tie_word_embeddings {
+            "tied to the LM head"
+        } else {
+            "separate LM head"
+        }
+    );
     let _ = writeln!(
         s,
         "dtype:         config {}, stored {} in {} file(s), computed in f32",
@@ -42,7 +50,12 @@ pub fn describe(t: &PretrainedQwen2) -> String {
         t.shard_count
     );
     let params = c.parameter_count();
-    let _ = writeln!(s, "parameters:    {} ({:.2} M)", params, params as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "parameters:    {} ({:.2} M)",
+        params,
+        params as f64 / 1e6
+    );
     match &t.tokenizer {
         Some(tok) => {
             let _ = writeln!(
@@ -64,7 +77,11 @@ pub fn describe(t: &PretrainedQwen2) -> String {
                 "chat template: {} characters, from {}{}",
                 tmpl.source.len(),
                 tmpl.origin.display(),
-                if tmpl.source.contains("<|im_start|>") { " (ChatML)" } else { "" }
+                if tmpl.source.contains("<|im_start|>") {
+                    " (ChatML)"
+                } else {
+                    ""
+                }
             );
         }
         None => {

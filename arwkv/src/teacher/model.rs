@@ -118,9 +118,14 @@ impl Qwen2Attention {
             *past_v = Some(v.clone());
         }
         let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let options = AttentionModuleOptions { scale: Some(1.0 / (d as f64).sqrt()), softcap: None, is_causal: true };
+        let options = AttentionModuleOptions {
+            scale: Some(1.0 / (d as f64).sqrt()),
+            softcap: None,
+            is_causal: true,
+        };
         let y = attention(q, k, v, None, None, options);
-        self.o_proj.forward(y.swap_dims(1, 2).reshape([b, t, h * d]))
+        self.o_proj
+            .forward(y.swap_dims(1, 2).reshape([b, t, h * d]))
     }
 }
 
@@ -130,13 +135,16 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
         return x;
     }
     let [b, kv, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, d]).reshape([b, kv * groups, t, d])
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, groups, t, d])
+        .reshape([b, kv * groups, t, d])
 }
 
 impl Qwen2Mlp {
     /// down(silu(gate(x)) · up(x)).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
     }
 }
 
@@ -149,7 +157,10 @@ impl Qwen2DecoderLayer {
         sin: &Tensor<4>,
         cache: Option<&mut (Option<Tensor<4>>, Option<Tensor<4>>)>,
     ) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, cache);
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), cos, sin, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -159,31 +170,100 @@ impl Qwen2ForCausalLM {
     /// misshapen or unexpected tensors.
     pub fn load(config: Qwen2Config, ck: &Checkpoint, device: &Device) -> Result<Self> {
         let c = config.hidden_size;
-        let (h, kvh, d, inter) =
-            (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.intermediate_size);
+        let (h, kvh, d, inter) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+            config.intermediate_size,
+        );
         let eps = config.rms_norm_eps;
         let embed = Embedding {
-            weight: Param::from_tensor(ck.load("model.embed_tokens.weight", [config.vocab_size, c], device)?),
+            weight: Param::from_tensor(ck.load(
+                "model.embed_tokens.weight",
+                [config.vocab_size, c],
+                device,
+            )?),
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(Qwen2DecoderLayer {
-                input_layernorm: RmsNorm::load(ck, &format!("{p}.input_layernorm"), c, eps, device)?,
+                input_layernorm: RmsNorm::load(
+                    ck,
+                    &format!("{p}.input_layernorm"),
+                    c,
+                    eps,
+                    device,
+                )?,
                 self_attn: Qwen2Attention {
-                    q_proj: Linear::load(ck, &format!("{p}.self_attn.q_proj"), c, h * d, true, device)?,
-                    k_proj: Linear::load(ck, &format!("{p}.self_attn.k_proj"), c, kvh * d, true, device)?,
-                    v_proj: Linear::load(ck, &format!("{p}.self_attn.v_proj"), c, kvh * d, true, device)?,
-                    o_proj: Linear::load(ck, &format!("{p}.self_attn.o_proj"), h * d, c, false, device)?,
+                    q_proj: Linear::load(
+                        ck,
+                        &format!("{p}.self_attn.q_proj"),
+                        c,
+                        h * d,
+                        true,
+                        device,
+                    )?,
+                    k_proj: Linear::load(
+                        ck,
+                        &format!("{p}.self_attn.k_proj"),
+                        c,
+                        kvh * d,
+                        true,
+                        device,
+                    )?,
+                    v_proj: Linear::load(
+                        ck,
+                        &format!("{p}.self_attn.v_proj"),
+                        c,
+                        kvh * d,
+                        true,
+                        device,
+                    )?,
+                    o_proj: Linear::load(
+                        ck,
+                        &format!("{p}.self_attn.o_proj"),
+                        h * d,
+                        c,
+                        false,
+                        device,
+                    )?,
                     num_heads: h,
                     num_kv_heads: kvh,
                     head_dim: d,
                 },
-                post_attention_layernorm: RmsNorm::load(ck, &format!("{p}.post_attention_layernorm"), c, eps, device)?,
+                post_attention_layernorm: RmsNorm::load(
+                    ck,
+                    &format!("{p}.post_attention_layernorm"),
+                    c,
+                    eps,
+                    device,
+                )?,
                 mlp: Qwen2Mlp {
-                    gate_proj: Linear::load(ck, &format!("{p}.mlp.gate_proj"), c, inter, false, device)?,
-                    up_proj: Linear::load(ck, &format!("{p}.mlp.up_proj"), c, inter, false, device)?,
-                    down_proj: Linear::load(ck, &format!("{p}.mlp.down_proj"), inter, c, false, device)?,
+                    gate_proj: Linear::load(
+                        ck,
+                        &format!("{p}.mlp.gate_proj"),
+                        c,
+                        inter,
+                        false,
+                        device,
+                    )?,
+                    up_proj: Linear::load(
+                        ck,
+                        &format!("{p}.mlp.up_proj"),
+                        c,
+                        inter,
+                        false,
+                        device,
+                    )?,
+                    down_proj: Linear::load(
+                        ck,
+                        &format!("{p}.mlp.down_proj"),
+                        inter,
+                        c,
+                        false,
+                        device,
+                    )?,
                 },
             });
         }
@@ -191,20 +271,42 @@ impl Qwen2ForCausalLM {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(Linear::load(ck, "lm_head", c, config.vocab_size, false, device)?)
+            Some(Linear::load(
+                ck,
+                "lm_head",
+                c,
+                config.vocab_size,
+                false,
+                device,
+            )?)
         };
         // Tied checkpoints sometimes carry a copy of the head; old ones carry RoPE buffers.
         let tied = config.tie_word_embeddings;
-        ck.ensure_all_used(|name| (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq"))?;
+        ck.ensure_all_used(|name| {
+            (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
+        })?;
         let rope = RotaryEmbedding::new(d, config.rope_theta);
-        Ok(Self { model: Qwen2Model { embed_tokens: embed, layers, norm }, lm_head, config, rope })
+        Ok(Self {
+            model: Qwen2Model {
+                embed_tokens: embed,
+                layers,
+                norm,
+            },
+            lm_head,
+            config,
+            rope,
+        })
     }
 
     /// A model of this config with N(0, 0.02²) weights (benchmarks, tests, pretraining from scratch).
     pub fn random(config: Qwen2Config, device: &Device) -> Self {
         let c = config.hidden_size;
-        let (h, kvh, d, inter) =
-            (config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.intermediate_size);
+        let (h, kvh, d, inter) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+            config.intermediate_size,
+        );
         let std = 0.02;
         let eps = config.rms_norm_eps;
         let layers = (0..config.num_hidden_layers)
@@ -234,10 +336,15 @@ impl Qwen2ForCausalLM {
                 device,
             )),
         };
-        let lm_head = (!config.tie_word_embeddings).then(|| Linear::random(c, config.vocab_size, false, std, device));
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| Linear::random(c, config.vocab_size, false, std, device));
         let rope = RotaryEmbedding::new(d, config.rope_theta);
         Self {
-            model: Qwen2Model { embed_tokens: embed, layers, norm: RmsNorm::ones(c, eps, device) },
+            model: Qwen2Model {
+                embed_tokens: embed,
+                layers,
+                norm: RmsNorm::ones(c, eps, device),
+            },
             lm_head,
             config,
             rope,
@@ -245,10 +352,16 @@ impl Qwen2ForCausalLM {
     }
 
     /// Final hidden states `[B, T, C]` (after the last norm) for token ids `[B, T]`.
-    pub fn hidden_states(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+    pub fn hidden_states(
+        &self,
+        ids: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>> {
         let [_, t] = ids.dims();
         if t == 0 {
-            return Err(Error::Invalid("empty input: at least one token id is needed".into()));
+            return Err(Error::Invalid(
+                "empty input: at least one token id is needed".into(),
+            ));
         }
         let start = cache.as_ref().map_or(0, |c| c.len());
         let device = ids.device();
@@ -284,9 +397,13 @@ impl Qwen2ForCausalLM {
     fn check_ids(&self, ids: &Tensor<2, Int>) -> Result<()> {
         let vocab = self.config.vocab_size as i64;
         let data = ids.to_data().convert::<i64>();
-        let values = data.as_slice::<i64>().map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
+        let values = data
+            .as_slice::<i64>()
+            .map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
         if let Some(bad) = values.iter().find(|&&id| id < 0 || id >= vocab) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary (0..{vocab})"
+            )));
         }
         Ok(())
     }

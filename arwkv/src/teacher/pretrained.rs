@@ -48,7 +48,11 @@ impl PretrainedQwen2 {
         } else {
             None
         };
-        let chat_template = if with_text { ChatTemplate::from_model_dir(&dir)? } else { None };
+        let chat_template = if with_text {
+            ChatTemplate::from_model_dir(&dir)?
+        } else {
+            None
+        };
         Ok(Self {
             model: net,
             tokenizer,
@@ -61,10 +65,12 @@ impl PretrainedQwen2 {
 
     /// The tokenizer, or an error saying the folder has none.
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| crate::error::Error::Tokenizer {
-            path: self.dir.join("tokenizer.json"),
-            message: "file not found: this model folder has no tokenizer".into(),
-        })
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| crate::error::Error::Tokenizer {
+                path: self.dir.join("tokenizer.json"),
+                message: "file not found: this model folder has no tokenizer".into(),
+            })
     }
 
     /// Token ids that end a generation: the config's eos ids plus `<|im_end|>`/`<|endoftext|>`.

@@ -16,7 +16,9 @@ impl RotaryEmbedding {
     /// Frequencies for heads of width `head_dim` and base `theta`.
     pub fn new(head_dim: usize, theta: f64) -> Self {
         let base = theta as f32;
-        let inv_freq = (0..head_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32)).collect();
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
+            .collect();
         Self { inv_freq }
     }
 
@@ -33,7 +35,8 @@ impl RotaryEmbedding {
                 sin.extend(angles.iter().map(|a| a.sin()));
             }
         }
-        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, dim]), device);
+        let table =
+            |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, dim]), device);
         (table(cos), table(sin))
     }
 }

@@ -1,0 +1,61 @@
+//! The WKV-7 state recurrence of RWKV-7 (spec: `WKV7.md` §2.5, `ARWKV.md` §2.2).
+//!
+//! Per batch b and head h the state `S` is `N×N`, **row = value index i, column = key index j**.
+//! For t = 0..T−1, with the raw log-log decay parameter ω (the op applies `d = exp(−exp(ω))`):
+//!
+//! ```text
+//! d_j   = exp(−exp(ω_j))
+//! sa_i  = Σ_j S[i,j] · a_j                 (state before the update)
+//! S[i,j] ← S[i,j]·d_j + sa_i·b_j + v_i·k_j
+//! y_i   = Σ_j S[i,j] · r_j                 (state after the update; no 1/√N scale)
+//! ```
+//!
+//! `a` and `b` are the kernel's transition vectors (`a = −κ̂`, `b = κ̂ ⊙ iclr` in the time mixer).
+//! Tensors are `[B, T, H, N]`, the state `[B, H, N, N]`, always f32.
+//! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster paths).
+
+pub mod reference;
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Output of one WKV-7 call.
+#[derive(Debug, Clone)]
+pub struct Wkv7Output {
+    /// `[B, T, H, N]` outputs.
+    pub y: Tensor<4>,
+    /// `[B, H, N, N]` state after the last token.
+    pub state: Tensor<4>,
+}
+
+/// Checks that r, w, k, v, a, b share one `[B, T, H, N]` shape and the state is `[B, H, N, N]`.
+pub fn check_shapes(inputs: [&Tensor<4>; 6], state0: Option<&Tensor<4>>) -> Result<[usize; 4]> {
+    const NAMES: [&str; 6] = ["r", "w", "k", "v", "a", "b"];
+    let dims = inputs[0].dims();
+    for (name, t) in NAMES.iter().zip(inputs) {
+        if t.dims() != dims {
+            return Err(Error::Invalid(format!(
+                "wkv7: `{name}` has shape {:?}, expected {:?} like `r` ([B, T, H, N])",
+                t.dims(),
+                dims
+            )));
+        }
+    }
+    let [b, t, h, n] = dims;
+    if t == 0 || n == 0 {
+        return Err(Error::Invalid(format!(
+            "wkv7: empty input of shape {dims:?}"
+        )));
+    }
+    if let Some(s) = state0
+        && s.dims() != [b, h, n, n]
+    {
+        return Err(Error::Invalid(format!(
+            "wkv7: initial state has shape {:?}, expected {:?}",
+            s.dims(),
+            [b, h, n, n]
+        )));
+    }
+    Ok(dims)
+}

@@ -1,0 +1,386 @@
+//! WKV-7: the Burn reference op against an f64 token-loop oracle (forward, final state and every
+//! gradient, including the initial state's), and the oracle's backward against f64 finite differences.
+//! Tolerance: RMS-ratio ‖x − oracle‖ / ‖oracle‖ ≤ 1e-5 for f32 paths.
+
+use arwkv::wkv7::reference::wkv7;
+use burn::prelude::*;
+
+const RMS_RATIO_TOLERANCE: f64 = 1e-5;
+
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    b: usize,
+    t: usize,
+    h: usize,
+    n: usize,
+}
+
+impl Shape {
+    fn seq(&self) -> usize {
+        self.b * self.t * self.h * self.n
+    }
+    fn state(&self) -> usize {
+        self.b * self.h * self.n * self.n
+    }
+    fn x(&self, b: usize, t: usize, h: usize, j: usize) -> usize {
+        ((b * self.t + t) * self.h + h) * self.n + j
+    }
+    fn s(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
+        ((b * self.h + h) * self.n + i) * self.n + j
+    }
+}
+
+/// Inputs of one case, in f64.
+#[derive(Clone)]
+struct Inputs {
+    r: Vec<f64>,
+    w: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    a: Vec<f64>,
+    b: Vec<f64>,
+    s0: Vec<f64>,
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform().max(1e-12), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Inputs shaped like the time mixer's: a = −κ̂, b = κ̂·iclr with κ̂ unit-norm per head.
+fn make_inputs(s: Shape, seed: u64, with_state: bool) -> Inputs {
+    let mut g = Lcg(seed);
+    let mut v = |scale: f64| (0..s.seq()).map(|_| scale * g.normal()).collect::<Vec<_>>();
+    let r = v(0.5);
+    let k = v(0.5);
+    let vv = v(0.5);
+    let kappa = v(1.0);
+    let mut g = Lcg(seed ^ 0x9e37);
+    let w: Vec<f64> = (0..s.seq()).map(|_| -3.0 + 2.5 * g.uniform()).collect();
+    let iclr: Vec<f64> = (0..s.seq()).map(|_| g.uniform()).collect();
+    let mut a = vec![0.0; s.seq()];
+    let mut b = vec![0.0; s.seq()];
+    for bi in 0..s.b {
+        for t in 0..s.t {
+            for h in 0..s.h {
+                let norm = (0..s.n)
+                    .map(|j| kappa[s.x(bi, t, h, j)].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                for j in 0..s.n {
+                    let i = s.x(bi, t, h, j);
+                    a[i] = -kappa[i] / norm;
+                    b[i] = kappa[i] / norm * iclr[i];
+                }
+            }
+        }
+    }
+    let s0 = if with_state {
+        (0..s.state()).map(|_| 0.3 * g.normal()).collect()
+    } else {
+        vec![0.0; s.state()]
+    };
+    Inputs {
+        r,
+        w,
+        k,
+        v: vv,
+        a,
+        b,
+        s0,
+    }
+}
+
+/// Forward in f64; returns y, the final state, and every state S_0..S_T per (b, h).
+fn oracle_forward(s: Shape, x: &Inputs) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+    let mut y = vec![0.0; s.seq()];
+    let mut final_state = vec![0.0; s.state()];
+    let mut history = Vec::new();
+    for bi in 0..s.b {
+        for h in 0..s.h {
+            let mut st: Vec<f64> = (0..s.n * s.n).map(|e| x.s0[s.s(bi, h, 0, 0) + e]).collect();
+            history.push(st.clone());
+            for t in 0..s.t {
+                let at = |v: &Vec<f64>, j: usize| v[s.x(bi, t, h, j)];
+                let decay: Vec<f64> = (0..s.n).map(|j| (-(at(&x.w, j).exp())).exp()).collect();
+                let sa: Vec<f64> = (0..s.n)
+                    .map(|i| (0..s.n).map(|j| st[i * s.n + j] * at(&x.a, j)).sum())
+                    .collect();
+                for i in 0..s.n {
+                    for j in 0..s.n {
+                        st[i * s.n + j] = st[i * s.n + j] * decay[j]
+                            + sa[i] * at(&x.b, j)
+                            + at(&x.v, i) * at(&x.k, j);
+                    }
+                    y[s.x(bi, t, h, i)] = (0..s.n).map(|j| st[i * s.n + j] * at(&x.r, j)).sum();
+                }
+                history.push(st.clone());
+            }
+            final_state[s.s(bi, h, 0, 0)..s.s(bi, h, 0, 0) + s.n * s.n].copy_from_slice(&st);
+        }
+    }
+    (y, final_state, history)
+}
+
+/// Gradients of L = Σ y·dy + Σ S_T·dS_T, by the backward formulas of WKV7.md §3.1.
+fn oracle_backward(s: Shape, x: &Inputs, dy: &[f64], ds_t: &[f64]) -> Inputs {
+    let (_, _, history) = oracle_forward(s, x);
+    let mut g = Inputs {
+        r: vec![0.0; s.seq()],
+        w: vec![0.0; s.seq()],
+        k: vec![0.0; s.seq()],
+        v: vec![0.0; s.seq()],
+        a: vec![0.0; s.seq()],
+        b: vec![0.0; s.seq()],
+        s0: vec![0.0; s.state()],
+    };
+    let n = s.n;
+    for bi in 0..s.b {
+        for h in 0..s.h {
+            let states = &history[(bi * s.h + h) * (s.t + 1)..(bi * s.h + h + 1) * (s.t + 1)];
+            let mut gs: Vec<f64> = (0..n * n).map(|e| ds_t[s.s(bi, h, 0, 0) + e]).collect();
+            for t in (0..s.t).rev() {
+                let idx = |j: usize| s.x(bi, t, h, j);
+                let (cur, prev) = (&states[t + 1], &states[t]);
+                for i in 0..n {
+                    for j in 0..n {
+                        gs[i * n + j] += dy[idx(i)] * x.r[idx(j)];
+                    }
+                }
+                let decay: Vec<f64> = (0..n).map(|j| (-(x.w[idx(j)].exp())).exp()).collect();
+                let sa: Vec<f64> = (0..n)
+                    .map(|i| (0..n).map(|j| prev[i * n + j] * x.a[idx(j)]).sum())
+                    .collect();
+                let dsa: Vec<f64> = (0..n)
+                    .map(|i| (0..n).map(|j| gs[i * n + j] * x.b[idx(j)]).sum())
+                    .collect();
+                for j in 0..n {
+                    g.r[idx(j)] = (0..n).map(|i| cur[i * n + j] * dy[idx(i)]).sum();
+                    let ddecay: f64 = (0..n).map(|i| gs[i * n + j] * prev[i * n + j]).sum();
+                    g.w[idx(j)] = ddecay * decay[j] * -(x.w[idx(j)].exp());
+                    g.k[idx(j)] = (0..n).map(|i| gs[i * n + j] * x.v[idx(i)]).sum();
+                    g.b[idx(j)] = (0..n).map(|i| gs[i * n + j] * sa[i]).sum();
+                    g.a[idx(j)] = (0..n).map(|i| prev[i * n + j] * dsa[i]).sum();
+                }
+                for i in 0..n {
+                    g.v[idx(i)] = (0..n).map(|j| gs[i * n + j] * x.k[idx(j)]).sum();
+                }
+                for i in 0..n {
+                    for j in 0..n {
+                        gs[i * n + j] = gs[i * n + j] * decay[j] + dsa[i] * x.a[idx(j)];
+                    }
+                }
+            }
+            g.s0[s.s(bi, h, 0, 0)..s.s(bi, h, 0, 0) + n * n].copy_from_slice(&gs);
+        }
+    }
+    g
+}
+
+fn rms_ratio(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| b * b).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn tensor4(v: &[f64], dims: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), dims),
+        device,
+    )
+}
+
+fn to_f64(t: Tensor<4>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+const SHAPES: [Shape; 4] = [
+    Shape {
+        b: 1,
+        t: 1,
+        h: 1,
+        n: 64,
+    },
+    Shape {
+        b: 2,
+        t: 5,
+        h: 2,
+        n: 8,
+    },
+    Shape {
+        b: 1,
+        t: 19,
+        h: 2,
+        n: 64,
+    },
+    Shape {
+        b: 3,
+        t: 33,
+        h: 1,
+        n: 16,
+    },
+];
+
+#[test]
+fn reference_forward_and_gradients_match_the_f64_oracle() {
+    let device = Device::flex().autodiff();
+    for (case, &s) in SHAPES.iter().enumerate() {
+        for with_state in [false, true] {
+            let x = make_inputs(s, 11 + case as u64, with_state);
+            let (y, s_t, _) = oracle_forward(s, &x);
+            let mut g = Lcg(99 + case as u64);
+            let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
+            let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
+            let want = oracle_backward(s, &x, &dy, &ds_t);
+
+            let seq = [s.b, s.t, s.h, s.n];
+            let st = [s.b, s.h, s.n, s.n];
+            let leaf = |v: &[f64], d: [usize; 4]| tensor4(v, d, &device).require_grad();
+            let (r, w, k, v, a, b, s0) = (
+                leaf(&x.r, seq),
+                leaf(&x.w, seq),
+                leaf(&x.k, seq),
+                leaf(&x.v, seq),
+                leaf(&x.a, seq),
+                leaf(&x.b, seq),
+                leaf(&x.s0, st),
+            );
+            let out = wkv7(
+                r.clone(),
+                w.clone(),
+                k.clone(),
+                v.clone(),
+                a.clone(),
+                b.clone(),
+                Some(s0.clone()),
+            )
+            .unwrap();
+            let label = format!("{s:?} state0={with_state}");
+            assert!(
+                rms_ratio(&to_f64(out.y.clone()), &y) <= RMS_RATIO_TOLERANCE,
+                "{label}: y"
+            );
+            assert!(
+                rms_ratio(&to_f64(out.state.clone()), &s_t) <= RMS_RATIO_TOLERANCE,
+                "{label}: final state"
+            );
+
+            let loss = (out.y * tensor4(&dy, seq, &device)).sum()
+                + (out.state * tensor4(&ds_t, st, &device)).sum();
+            let grads = loss.backward();
+            for (name, leaf, expected) in [
+                ("dr", &r, &want.r),
+                ("dw", &w, &want.w),
+                ("dk", &k, &want.k),
+                ("dv", &v, &want.v),
+                ("da", &a, &want.a),
+                ("db", &b, &want.b),
+                ("dstate0", &s0, &want.s0),
+            ] {
+                let got = to_f64(leaf.grad(&grads).expect("gradient").inner());
+                let ratio = rms_ratio(&got, expected);
+                assert!(
+                    ratio <= RMS_RATIO_TOLERANCE,
+                    "{label}: {name} RMS-ratio {ratio:.2e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn oracle_backward_matches_finite_differences() {
+    let s = Shape {
+        b: 1,
+        t: 6,
+        h: 2,
+        n: 4,
+    };
+    let x = make_inputs(s, 5, true);
+    let mut g = Lcg(7);
+    let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
+    let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
+    let loss = |x: &Inputs| {
+        let (y, st, _) = oracle_forward(s, x);
+        y.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>()
+            + st.iter().zip(&ds_t).map(|(a, b)| a * b).sum::<f64>()
+    };
+    let analytic = oracle_backward(s, &x, &dy, &ds_t);
+    let eps = 1e-6;
+    type Field = fn(&mut Inputs) -> &mut Vec<f64>;
+    let fields: [(&str, Field, &Vec<f64>); 7] = [
+        ("r", |x| &mut x.r, &analytic.r),
+        ("w", |x| &mut x.w, &analytic.w),
+        ("k", |x| &mut x.k, &analytic.k),
+        ("v", |x| &mut x.v, &analytic.v),
+        ("a", |x| &mut x.a, &analytic.a),
+        ("b", |x| &mut x.b, &analytic.b),
+        ("s0", |x| &mut x.s0, &analytic.s0),
+    ];
+    for (name, field, grad) in fields {
+        let len = field(&mut x.clone()).len();
+        let numeric: Vec<f64> = (0..len)
+            .map(|i| {
+                let (mut plus, mut minus) = (x.clone(), x.clone());
+                field(&mut plus)[i] += eps;
+                field(&mut minus)[i] -= eps;
+                (loss(&plus) - loss(&minus)) / (2.0 * eps)
+            })
+            .collect();
+        let ratio = rms_ratio(grad, &numeric);
+        assert!(
+            ratio <= 1e-7,
+            "d{name}: analytic vs finite differences RMS-ratio {ratio:.2e}"
+        );
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_named() {
+    let device = Device::flex();
+    let z = |d: [usize; 4]| Tensor::<4>::zeros(d, &device);
+    let err = wkv7(
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 3, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`k` has shape [1, 3, 1, 4]"), "{err}");
+    let err = wkv7(
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        z([1, 2, 1, 4]),
+        Some(z([1, 1, 4, 3])),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("initial state has shape [1, 1, 4, 3]"),
+        "{err}"
+    );
+}
