@@ -1,7 +1,9 @@
 //! WKV-7: the Burn reference op against an f64 token-loop oracle (forward, final state and every
 //! gradient, including the initial state's), and the oracle's backward against f64 finite differences.
+//! The hand-written CPU path (`wkv7::cpu`) is held to the same oracle.
 //! Tolerance: RMS-ratio ‖x − oracle‖ / ‖oracle‖ ≤ 1e-5 for f32 paths.
 
+use arwkv::wkv7::cpu::{self, Wkv7Dims, Wkv7Inputs};
 use arwkv::wkv7::reference::wkv7;
 use burn::prelude::*;
 
@@ -211,7 +213,13 @@ fn to_f64(t: Tensor<4>) -> Vec<f64> {
         .collect()
 }
 
-const SHAPES: [Shape; 4] = [
+const SHAPES: [Shape; 5] = [
+    Shape {
+        b: 1,
+        t: 16,
+        h: 1,
+        n: 32,
+    },
     Shape {
         b: 1,
         t: 1,
@@ -383,4 +391,75 @@ fn mismatched_shapes_are_named() {
         err.contains("initial state has shape [1, 1, 4, 3]"),
         "{err}"
     );
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+#[test]
+fn cpu_forward_and_backward_match_the_f64_oracle() {
+    for (case, &s) in SHAPES.iter().enumerate() {
+        for with_state in [false, true] {
+            let x = make_inputs(s, 31 + case as u64, with_state);
+            let (y, s_t, _) = oracle_forward(s, &x);
+            let mut g = Lcg(77 + case as u64);
+            let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
+            let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
+            let want = oracle_backward(s, &x, &dy, &ds_t);
+            let dims = Wkv7Dims {
+                batch: s.b,
+                seq: s.t,
+                heads: s.h,
+                head_size: s.n,
+            };
+            let (r, w, k, v, a, b) = (
+                f32s(&x.r),
+                f32s(&x.w),
+                f32s(&x.k),
+                f32s(&x.v),
+                f32s(&x.a),
+                f32s(&x.b),
+            );
+            let inputs = Wkv7Inputs {
+                r: &r,
+                w: &w,
+                k: &k,
+                v: &v,
+                a: &a,
+                b: &b,
+            };
+            let s0 = f32s(&x.s0);
+            let fwd = cpu::forward(dims, inputs, with_state.then_some(s0.as_slice()));
+            let label = format!("{s:?} state0={with_state}");
+            assert!(
+                rms_ratio(&f64s(&fwd.y), &y) <= RMS_RATIO_TOLERANCE,
+                "{label}: y"
+            );
+            assert!(
+                rms_ratio(&f64s(&fwd.state), &s_t) <= RMS_RATIO_TOLERANCE,
+                "{label}: final state"
+            );
+            let grads = cpu::backward(dims, inputs, &fwd.snapshots, &f32s(&dy), Some(&f32s(&ds_t)));
+            for (name, got, expected) in [
+                ("dr", &grads.r, &want.r),
+                ("dw", &grads.w, &want.w),
+                ("dk", &grads.k, &want.k),
+                ("dv", &grads.v, &want.v),
+                ("da", &grads.a, &want.a),
+                ("db", &grads.b, &want.b),
+                ("dstate0", &grads.state0, &want.s0),
+            ] {
+                let ratio = rms_ratio(&f64s(got), expected);
+                assert!(
+                    ratio <= RMS_RATIO_TOLERANCE,
+                    "{label}: {name} RMS-ratio {ratio:.2e}"
+                );
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! Tensors are `[B, T, H, N]`, the state `[B, H, N, N]`, always f32.
 //! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster paths).
 
+pub mod cpu;
 pub mod reference;
 
 use burn::prelude::*;
