@@ -126,3 +126,102 @@ pub fn bench_teacher(args: &TeacherBenchArgs, device: &Device) -> Result<BenchRe
         tokens_per_s: (args.batch * args.seq) as f64 / median,
     })
 }
+
+/// Shape and repetitions of the WKV-7 CPU benchmark.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Wkv7BenchArgs {
+    /// Batch size.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Heads (C = heads · head size).
+    #[arg(long, default_value_t = 8)]
+    pub heads: usize,
+    /// Head size N.
+    #[arg(long, default_value_t = 64)]
+    pub head_size: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+}
+
+/// Times forward + backward of the hand-written CPU WKV-7 on random inputs shaped like the time
+/// mixer's (unit-norm removal key, iclr in (0, 1), ω in [−3, −0.5]).
+pub fn bench_wkv7_cpu(args: &Wkv7BenchArgs) -> Result<BenchReport> {
+    use crate::wkv7::cpu::{Wkv7Dims, Wkv7Inputs, backward, forward};
+    use rand::{Rng, SeedableRng};
+    if args.iters == 0 || args.seq == 0 || args.head_size == 0 {
+        return Err(Error::Invalid(
+            "--iters, --seq and --head-size must be at least 1".into(),
+        ));
+    }
+    let dims = Wkv7Dims {
+        batch: args.batch,
+        seq: args.seq,
+        heads: args.heads,
+        head_size: args.head_size,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut uniform = |lo: f32, hi: f32| {
+        (0..dims.seq_len())
+            .map(|_| rng.random_range(lo..hi))
+            .collect::<Vec<f32>>()
+    };
+    let (r, k, v, kappa) = (
+        uniform(-1.0, 1.0),
+        uniform(-1.0, 1.0),
+        uniform(-1.0, 1.0),
+        uniform(-1.0, 1.0),
+    );
+    let (w, iclr, dy) = (uniform(-3.0, -0.5), uniform(0.0, 1.0), uniform(-1.0, 1.0));
+    let n = args.head_size;
+    let mut a = vec![0.0; dims.seq_len()];
+    let mut b = vec![0.0; dims.seq_len()];
+    for (h, chunk) in kappa.chunks(n).enumerate() {
+        let norm = chunk.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        for j in 0..n {
+            a[h * n + j] = -chunk[j] / norm;
+            b[h * n + j] = chunk[j] / norm * iclr[h * n + j];
+        }
+    }
+    let inputs = Wkv7Inputs {
+        r: &r,
+        w: &w,
+        k: &k,
+        v: &v,
+        a: &a,
+        b: &b,
+    };
+    let run = || {
+        let fwd = forward(dims, inputs, None);
+        std::hint::black_box(backward(dims, inputs, &fwd.snapshots, &dy, None));
+    };
+    for _ in 0..args.warmup {
+        run();
+    }
+    let mut times: Vec<f64> = (0..args.iters)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchReport {
+        bench: "wkv7_fwd_bwd".into(),
+        implementation: "arwkv wkv7::cpu".into(),
+        device: format!("cpu x{} threads", rayon::current_num_threads()),
+        shape: format!(
+            "B={} T={} H={} N={}",
+            args.batch, args.seq, args.heads, args.head_size
+        ),
+        median_s: median,
+        tokens_per_s: (args.batch * args.seq) as f64 / median,
+    })
+}

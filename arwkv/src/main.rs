@@ -101,6 +101,8 @@ enum Command {
 enum BenchCommand {
     /// Forward tokens/s of a randomly initialised Qwen2 of the given shape.
     Teacher(arwkv::bench::TeacherBenchArgs),
+    /// Forward + backward tokens/s of the CPU WKV-7 recurrence.
+    Wkv7(arwkv::bench::Wkv7BenchArgs),
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -213,6 +215,14 @@ fn run(cli: Cli) -> Result<()> {
             let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
             let report = arwkv::bench::bench_teacher(&args, &device)?;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Bench {
+            what: BenchCommand::Wkv7(args),
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string(&arwkv::bench::bench_wkv7_cpu(&args)?)?
+            );
         }
     }
     Ok(())

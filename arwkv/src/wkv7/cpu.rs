@@ -110,15 +110,12 @@ fn step(
 ) {
     for i in 0..n {
         let row = &mut state[i * n..(i + 1) * n];
-        let sa: f32 = row.iter().zip(a).map(|(s, a)| s * a).sum();
+        let sa = dot(row, a);
         let vi = v[i];
-        let mut yi = 0.0;
         for j in 0..n {
-            let s = row[j] * d[j] + sa * b[j] + vi * k[j];
-            row[j] = s;
-            yi += s * r[j];
+            row[j] = row[j] * d[j] + sa * b[j] + vi * k[j];
         }
-        y[i] = yi;
+        y[i] = dot(row, r);
     }
 }
 
@@ -209,6 +206,7 @@ pub fn backward(
             let mut states = vec![0.0; (CHUNK_LEN + 1) * nn];
             let mut scratch_y = vec![0.0; n];
             let (mut d, mut sa, mut dsa) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            let mut acc = vec![0.0f32; 5 * n];
             for c in (0..chunks).rev() {
                 let start = c * CHUNK_LEN;
                 let len = CHUNK_LEN.min(dims.seq - start);
@@ -254,28 +252,40 @@ pub fn backward(
                     }
                     for i in 0..n {
                         let (pi, gi) = (&prev[i * n..(i + 1) * n], &g[i * n..(i + 1) * n]);
-                        sa[i] = pi.iter().zip(a).map(|(p, a)| p * a).sum();
-                        dsa[i] = gi.iter().zip(bb).map(|(g, b)| g * b).sum();
-                        grads[3][s_idx(t, n) + i] = gi.iter().zip(k).map(|(g, k)| g * k).sum();
+                        sa[i] = dot(pi, a);
+                        dsa[i] = dot(gi, bb);
+                        grads[3][s_idx(t, n) + i] = dot(gi, k);
+                    }
+                    // Column sums over the value index i, accumulated row by row so the inner loop
+                    // runs over contiguous memory (and vectorises).
+                    acc.iter_mut().for_each(|x| *x = 0.0);
+                    let (dr, rest) = acc.split_at_mut(n);
+                    let (dd, rest) = rest.split_at_mut(n);
+                    let (dk, rest) = rest.split_at_mut(n);
+                    let (db, da) = rest.split_at_mut(n);
+                    for i in 0..n {
+                        let (gi, pi, ci) = (
+                            &g[i * n..(i + 1) * n],
+                            &prev[i * n..(i + 1) * n],
+                            &cur[i * n..(i + 1) * n],
+                        );
+                        let (dyi, vi, sai, dsai) = (dyt[i], v[i], sa[i], dsa[i]);
+                        for j in 0..n {
+                            dr[j] += ci[j] * dyi;
+                            dd[j] += gi[j] * pi[j];
+                            dk[j] += gi[j] * vi;
+                            db[j] += gi[j] * sai;
+                            da[j] += pi[j] * dsai;
+                        }
                     }
                     let [gr, gw, gk, _, ga, gb] = &mut grads;
                     let base = s_idx(t, n);
                     for j in 0..n {
-                        let (mut dr, mut dd, mut dk, mut db, mut da) = (0.0, 0.0, 0.0, 0.0, 0.0);
-                        for i in 0..n {
-                            let gij = g[i * n + j];
-                            let pij = prev[i * n + j];
-                            dr += cur[i * n + j] * dyt[i];
-                            dd += gij * pij;
-                            dk += gij * v[i];
-                            db += gij * sa[i];
-                            da += pij * dsa[i];
-                        }
-                        gr[base + j] = dr;
-                        gw[base + j] = dd * d[j] * -w[j].exp();
-                        gk[base + j] = dk;
-                        gb[base + j] = db;
-                        ga[base + j] = da;
+                        gr[base + j] = dr[j];
+                        gw[base + j] = dd[j] * d[j] * -w[j].exp();
+                        gk[base + j] = dk[j];
+                        gb[base + j] = db[j];
+                        ga[base + j] = da[j];
                     }
                     // G ← G diag(d) + dsa aᵀ
                     for i in 0..n {
@@ -311,6 +321,26 @@ pub fn backward(
         out.state0.extend_from_slice(&g0);
     }
     out
+}
+
+/// Dot product with eight independent accumulators, so the compiler can vectorise it (a plain
+/// f32 `sum()` is a serial dependency chain).
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The `n` values of one token and head starting at offset `o`.
