@@ -12,9 +12,13 @@
 //!
 //! `a` and `b` are the kernel's transition vectors (`a = −κ̂`, `b = κ̂ ⊙ iclr` in the time mixer).
 //! Tensors are `[B, T, H, N]`, the state `[B, H, N, N]`, always f32.
-//! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster paths).
+//! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster
+//! paths), [`cpu`] (hand-written Rust forward and backward, registered for Flex devices by
+//! [`extension`]). [`wkv7`] picks the fastest one the device has.
 
 pub mod cpu;
+#[cfg(feature = "flex")]
+pub mod extension;
 pub mod reference;
 
 use burn::prelude::*;
@@ -59,4 +63,66 @@ pub fn check_shapes(inputs: [&Tensor<4>; 6], state0: Option<&Tensor<4>>) -> Resu
         )));
     }
     Ok(dims)
+}
+
+/// Whether `device` is a Flex (CPU) device, with or without autodiff.
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        matches!(
+            device.clone().inner().as_dispatch(),
+            burn::backend::DispatchDevice::Flex(_)
+        )
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Runs WKV-7 on the fastest path of the inputs' device: the hand-written CPU kernels on Flex,
+/// the tensor-op reference elsewhere (until the CubeCL kernels land). Differentiable on autodiff
+/// devices. `state0` defaults to zeros.
+pub fn wkv7(
+    r: Tensor<4>,
+    w: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    a: Tensor<4>,
+    b: Tensor<4>,
+    state0: Option<Tensor<4>>,
+) -> Result<Wkv7Output> {
+    let device = r.device();
+    if !is_flex(&device) {
+        return reference::wkv7(r, w, k, v, a, b, state0);
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        use extension::Wkv7Backend;
+        let [batch, seq, heads, n] = check_shapes([&r, &w, &k, &v, &a, &b], state0.as_ref())?;
+        let state0 = state0.unwrap_or_else(|| Tensor::zeros([batch, heads, n, n], &device));
+        let f32s = |t: Tensor<4>| t.cast(burn::tensor::FloatDType::F32).into_dispatch();
+        let packed = Tensor::<1>::from_dispatch(<Dispatch as Wkv7Backend>::wkv7_packed(
+            f32s(r),
+            f32s(w),
+            f32s(k),
+            f32s(v),
+            f32s(a),
+            f32s(b),
+            f32s(state0),
+        ));
+        let y_len = batch * seq * heads * n;
+        let y = packed
+            .clone()
+            .slice([0..y_len])
+            .reshape([batch, seq, heads, n]);
+        let state = packed
+            .slice([y_len..y_len + batch * heads * n * n])
+            .reshape([batch, heads, n, n]);
+        Ok(Wkv7Output { y, state })
+    }
+    #[cfg(not(feature = "flex"))]
+    unreachable!("is_flex is false without the flex feature")
 }
