@@ -1,10 +1,42 @@
-//! Autoregressive generation with a KV cache, streaming each token to a callback.
+//! Autoregressive generation for teachers (KV cache) and students (recurrent state), streaming
+//! each token to a callback.
 
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::sampling::{Sampler, SamplingConfig};
+use crate::student::{ArwkvForCausalLM, RecurrentState};
 use crate::teacher::{KvCache, Qwen2ForCausalLM};
+
+/// A causal language model that continues from a state of what it has read.
+pub trait CausalLm {
+    /// What the model keeps between calls (KV cache, recurrent state).
+    type State;
+    /// The state before any token.
+    fn empty_state(&self) -> Self::State;
+    /// Logits `[B, T, V]` of `ids: [B, T]` read after `state`, which is advanced.
+    fn forward_with(&self, ids: Tensor<2, Int>, state: &mut Self::State) -> Result<Tensor<3>>;
+}
+
+impl CausalLm for Qwen2ForCausalLM {
+    type State = KvCache;
+    fn empty_state(&self) -> KvCache {
+        KvCache::new()
+    }
+    fn forward_with(&self, ids: Tensor<2, Int>, state: &mut KvCache) -> Result<Tensor<3>> {
+        self.forward(ids, Some(state))
+    }
+}
+
+impl CausalLm for ArwkvForCausalLM {
+    type State = RecurrentState;
+    fn empty_state(&self) -> RecurrentState {
+        RecurrentState::new()
+    }
+    fn forward_with(&self, ids: Tensor<2, Int>, state: &mut RecurrentState) -> Result<Tensor<3>> {
+        self.forward(ids, Some(state))
+    }
+}
 
 /// Limits and sampling of one generation.
 #[derive(Clone, Debug)]
@@ -38,8 +70,8 @@ fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
 }
 
 /// Generates after `prompt`; calls `on_token` with each new id and returns them all.
-pub fn generate(
-    model: &Qwen2ForCausalLM,
+pub fn generate<M: CausalLm>(
+    model: &M,
     prompt: &[u32],
     config: &GenerationConfig,
     device: &Device,
@@ -49,12 +81,12 @@ pub fn generate(
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
-    let mut cache = KvCache::new();
+    let mut state = model.empty_state();
     let ids = |v: &[u32]| {
         let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
         Tensor::<2, Int>::from_data(TensorData::new(data, [1, v.len()]), device)
     };
-    let mut logits = last_logits(model.forward(ids(prompt), Some(&mut cache))?)?;
+    let mut logits = last_logits(model.forward_with(ids(prompt), &mut state)?)?;
     let mut out = Vec::with_capacity(config.max_new_tokens);
     for _ in 0..config.max_new_tokens {
         let next = sampler.sample(&logits);
@@ -63,7 +95,7 @@ pub fn generate(
         if config.stop_ids.contains(&next) || out.len() == config.max_new_tokens {
             break;
         }
-        logits = last_logits(model.forward(ids(&[next]), Some(&mut cache))?)?;
+        logits = last_logits(model.forward_with(ids(&[next]), &mut state)?)?;
     }
     Ok(out)
 }

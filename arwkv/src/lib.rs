@@ -1,8 +1,9 @@
 //! ARWKV Lab: distil a Qwen2.5 transformer into an attention-free RWKV-7 model (ARWKV), and
 //! watch it happen in Jupyter.
 //!
-//! This crate holds the teacher (Hugging Face Qwen2/Qwen2.5 loading, forward, generation),
-//! tokenisation and chat templates, and the run-time backend choice.
+//! This crate holds the teacher (Hugging Face Qwen2/Qwen2.5 loading, forward, generation), the
+//! WKV-7 op and the ARWKV student (time mixer, model, `rwkv_hybrid` checkpoints, recurrent
+//! inference), tokenisation and chat templates, and the run-time backend choice.
 
 pub mod bench;
 pub mod chat;
@@ -11,7 +12,10 @@ pub mod error;
 pub mod generation;
 pub mod hub;
 pub mod nn;
+pub mod pretrained;
 pub mod sampling;
+pub mod save;
+pub mod student;
 pub mod teacher;
 pub mod tokenizer;
 pub mod weights;

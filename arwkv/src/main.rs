@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use arwkv::BackendKind;
 use arwkv::chat::ChatMessage;
-use arwkv::generation::{GenerationConfig, generate};
+use arwkv::generation::GenerationConfig;
+use arwkv::pretrained::Pretrained;
 use arwkv::sampling::SamplingConfig;
-use arwkv::teacher::PretrainedQwen2;
 use arwkv::tokenizer::StreamDecoder;
 use burn::prelude::*;
 use clap::{Args, Parser, Subcommand};
@@ -90,6 +90,30 @@ enum Command {
         #[arg(long)]
         model: String,
     },
+    /// Build an ARWKV student from a Qwen2 teacher and save it (rwkv_hybrid layout).
+    BuildStudent {
+        /// Teacher folder or hub id (org/name).
+        #[arg(long)]
+        teacher: String,
+        /// Output folder.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Leave out the output gate (the paper's gate-free variant).
+        #[arg(long)]
+        no_gate: bool,
+        /// Add GroupNorm on the WKV output.
+        #[arg(long)]
+        group_norm: bool,
+        /// Copy the teacher's q/k/v/o projections into r/k/v/o (GQA expanded).
+        #[arg(long)]
+        init_from_attention: bool,
+        /// Seed of the time mixers' initialisation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Largest safetensors shard in bytes (default 5 GB).
+        #[arg(long, default_value_t = arwkv::save::DEFAULT_MAX_SHARD_BYTES)]
+        max_shard_bytes: usize,
+    },
     /// Benchmarks (see docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -121,18 +145,13 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Logits { model, ids, device } => {
             let ids = parse_ids(&ids)?;
             let device = device.device()?;
-            let teacher = PretrainedQwen2::load_weights_only(&model, &device)?;
-            let logits = teacher.model.forward(ids_tensor(&ids, &device), None)?;
+            let loaded = Pretrained::load_weights_only(&model, &device)?;
+            let logits = loaded.logits(&ids, &device)?;
             let [_, t, v] = logits.dims();
             let flat = logits
                 .into_data()
@@ -159,11 +178,11 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => {
             let device = device.device()?;
-            let teacher = PretrainedQwen2::load(&model, &device)?;
-            let tokenizer = teacher.tokenizer()?;
+            let loaded = Pretrained::load(&model, &device)?;
+            let tokenizer = loaded.tokenizer()?;
             let text = if chat {
-                let template = teacher.chat_template.as_ref().with_context(|| {
-                    format!("--chat: {} has no chat template", teacher.dir.display())
+                let template = loaded.chat_template().with_context(|| {
+                    format!("--chat: {} has no chat template", loaded.dir().display())
                 })?;
                 let mut messages = Vec::new();
                 if let Some(s) = system {
@@ -183,11 +202,11 @@ fn run(cli: Cli) -> Result<()> {
                     top_p,
                     seed,
                 },
-                stop_ids: teacher.stop_ids(),
+                stop_ids: loaded.stop_ids(),
             };
             let stdout = std::io::stdout();
             let mut decoder = StreamDecoder::new(tokenizer);
-            let generated = generate(&teacher.model, &prompt_ids, &config, &device, |id| {
+            let generated = loaded.generate(&prompt_ids, &config, &device, |id| {
                 if !ids_only && let Some(piece) = decoder.push(id)? {
                     let mut out = stdout.lock();
                     let _ = out.write_all(piece.as_bytes());
@@ -206,8 +225,32 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect { model } => {
             let device = BackendKind::Cpu.device()?;
-            let teacher = PretrainedQwen2::load(&model, &device)?;
-            print!("{}", arwkv::teacher::describe(&teacher));
+            print!("{}", Pretrained::load(&model, &device)?.describe());
+        }
+        Command::BuildStudent {
+            teacher,
+            out,
+            no_gate,
+            group_norm,
+            init_from_attention,
+            seed,
+            max_shard_bytes,
+        } => {
+            let device = BackendKind::Cpu.device()?;
+            let teacher = arwkv::teacher::PretrainedQwen2::load_weights_only(&teacher, &device)?;
+            let options = arwkv::student::StudentOptions {
+                gate: !no_gate,
+                group_norm,
+                init_from_attention,
+                seed,
+            };
+            let student = arwkv::student::ArwkvForCausalLM::from_teacher(&teacher.model, &options)?;
+            arwkv::student::save_pretrained(&student, &out, Some(&teacher.dir), max_shard_bytes)?;
+            println!(
+                "saved an ARWKV student ({} parameters) to {}",
+                student.config.parameter_count(),
+                out.display()
+            );
         }
         Command::Bench {
             what: BenchCommand::Teacher(args),

@@ -117,3 +117,51 @@ impl RmsNorm {
         }
     }
 }
+
+/// GroupNorm over the channels of each head (`ln_x` of the RWKV-7 time mixer).
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    /// `[C]` scale.
+    pub weight: Param<Tensor<1>>,
+    /// `[C]` shift.
+    pub bias: Param<Tensor<1>>,
+    /// Epsilon added to the variance.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    /// Normalises `y: [B, T, H, N]` over N (one group per head), then scales and shifts per channel.
+    pub fn forward_heads(&self, y: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, n] = y.dims();
+        let centered = y.clone() - y.mean_dim(3);
+        let variance = centered.clone().powi_scalar(2).mean_dim(3);
+        let normed = centered * (variance + self.eps).sqrt().recip();
+        let per_channel = |p: &Param<Tensor<1>>| p.val().reshape([1, 1, h, n]);
+        normed * per_channel(&self.weight) + per_channel(&self.bias)
+    }
+
+    /// Unit scale, zero shift (PyTorch's default).
+    pub fn identity(channels: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            eps,
+        }
+    }
+
+    /// Loads `{prefix}.weight` and `{prefix}.bias`.
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        channels: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [channels], device)?),
+            bias: Param::from_tensor(ck.load(&format!("{prefix}.bias"), [channels], device)?),
+            eps,
+        })
+    }
+}

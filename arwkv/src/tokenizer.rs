@@ -107,3 +107,19 @@ impl<'a> StreamDecoder<'a> {
         Ok(Some(piece))
     }
 }
+
+/// Ids that end a generation: `eos` (from config.json) plus `<|im_end|>` / `<|endoftext|>` when
+/// the tokenizer knows them; sorted, without duplicates.
+pub fn stop_ids(eos: &[u32], tokenizer: Option<&TextTokenizer>) -> Vec<u32> {
+    let mut ids = eos.to_vec();
+    if let Some(tok) = tokenizer {
+        for t in ["<|im_end|>", "<|endoftext|>"] {
+            if let Some(id) = tok.token_to_id(t) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}

@@ -50,7 +50,7 @@ impl Checkpoint {
         }
         let single = dir.join(SINGLE_FILE);
         if single.is_file() {
-            return Self::open_files(&[single.clone()], single);
+            return Self::open_files(std::slice::from_ref(&single), single.clone());
         }
         Err(Error::Checkpoint {
             file: dir.to_path_buf(),

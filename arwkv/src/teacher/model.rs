@@ -390,21 +390,22 @@ impl Qwen2ForCausalLM {
 
     /// Logits `[B, T, V]` for token ids `[B, T]`; with a cache, continues after its positions.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
-        self.check_ids(&ids)?;
+        check_ids(&ids, self.config.vocab_size)?;
         Ok(self.project(self.hidden_states(ids, cache)?))
     }
+}
 
-    fn check_ids(&self, ids: &Tensor<2, Int>) -> Result<()> {
-        let vocab = self.config.vocab_size as i64;
-        let data = ids.to_data().convert::<i64>();
-        let values = data
-            .as_slice::<i64>()
-            .map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
-        if let Some(bad) = values.iter().find(|&&id| id < 0 || id >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
-        Ok(())
+/// Fails when an id of `ids` is outside `0..vocab` (an embedding lookup would read garbage).
+pub fn check_ids(ids: &Tensor<2, Int>, vocab: usize) -> Result<()> {
+    let vocab = vocab as i64;
+    let data = ids.to_data().convert::<i64>();
+    let values = data
+        .as_slice::<i64>()
+        .map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
+    if let Some(bad) = values.iter().find(|&&id| id < 0 || id >= vocab) {
+        return Err(Error::Invalid(format!(
+            "token id {bad} is outside the vocabulary (0..{vocab})"
+        )));
     }
+    Ok(())
 }

@@ -75,16 +75,6 @@ impl PretrainedQwen2 {
 
     /// Token ids that end a generation: the config's eos ids plus `<|im_end|>`/`<|endoftext|>`.
     pub fn stop_ids(&self) -> Vec<u32> {
-        let mut ids = self.model.config.eos_token_ids.clone();
-        if let Some(tok) = &self.tokenizer {
-            for t in ["<|im_end|>", "<|endoftext|>"] {
-                if let Some(id) = tok.token_to_id(t) {
-                    ids.push(id);
-                }
-            }
-        }
-        ids.sort();
-        ids.dedup();
-        ids
+        crate::tokenizer::stop_ids(&self.model.config.eos_token_ids, self.tokenizer.as_ref())
     }
 }

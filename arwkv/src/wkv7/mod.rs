@@ -116,10 +116,10 @@ pub fn wkv7(
         let y_len = batch * seq * heads * n;
         let y = packed
             .clone()
-            .slice([0..y_len])
+            .slice(0..y_len)
             .reshape([batch, seq, heads, n]);
         let state = packed
-            .slice([y_len..y_len + batch * heads * n * n])
+            .slice(y_len..y_len + batch * heads * n * n)
             .reshape([batch, heads, n, n]);
         Ok(Wkv7Output { y, state })
     }

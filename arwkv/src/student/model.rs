@@ -1,0 +1,371 @@
+//! The ARWKV student: Qwen2 with every self-attention replaced by an RWKV-7 time mixer
+//! (spec `ARWKV.md` §1.1). Names follow the `rwkv_hybrid` checkpoint
+//! (`model.layers.i.self_attn.time_mixer.*`).
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::module::embedding;
+
+use super::config::ArwkvConfig;
+use super::init::InitRng;
+use super::state::RecurrentState;
+use super::time_mixer::{TimeMixOutput, TimeMixState, TimeMixer};
+use crate::error::{Error, Result};
+use crate::nn::{Linear, RmsNorm};
+use crate::save::NamedTensor;
+use crate::teacher::Qwen2ForCausalLM;
+use crate::teacher::model::{Embedding, Qwen2Mlp};
+use crate::weights::Checkpoint;
+
+/// The attention slot of a decoder layer, holding the time mixer (`self_attn.time_mixer`).
+#[derive(Module, Debug)]
+pub struct RwkvAttention {
+    /// RWKV-7 time mixing.
+    pub time_mixer: TimeMixer,
+}
+
+/// One pre-norm decoder layer: `h = x + TimeMix(norm(x))`, `y = h + MLP(norm(h))`.
+#[derive(Module, Debug)]
+pub struct ArwkvDecoderLayer {
+    /// Norm before the time mixer (the teacher's).
+    pub input_layernorm: RmsNorm,
+    /// The time mixer.
+    pub self_attn: RwkvAttention,
+    /// Norm before the MLP (the teacher's).
+    pub post_attention_layernorm: RmsNorm,
+    /// SwiGLU MLP (the teacher's).
+    pub mlp: Qwen2Mlp,
+}
+
+/// The decoder stack (`model.*`).
+#[derive(Module, Debug)]
+pub struct ArwkvModel {
+    /// Token embeddings.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<ArwkvDecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+}
+
+/// Decoder plus LM head (tied to the embeddings when `lm_head` is `None`).
+#[derive(Module, Debug)]
+pub struct ArwkvForCausalLM {
+    /// The decoder.
+    pub model: ArwkvModel,
+    /// `[vocab, C]`; absent when tied.
+    pub lm_head: Option<Linear>,
+    /// Validated configuration.
+    #[module(skip)]
+    pub config: ArwkvConfig,
+}
+
+/// How a student is made from a teacher.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StudentOptions {
+    /// Output gate (the released `ARWKV-7B-Preview-0.1` has one).
+    pub gate: bool,
+    /// GroupNorm on the WKV output (no released model has one).
+    pub group_norm: bool,
+    /// Copy the teacher's q/k/v/o into r/k/v/o (our extension; GQA expanded per kv head).
+    pub init_from_attention: bool,
+    /// Seed of the time mixers' initialisation.
+    pub seed: u64,
+}
+
+impl Default for StudentOptions {
+    fn default() -> Self {
+        Self {
+            gate: true,
+            group_norm: false,
+            init_from_attention: false,
+            seed: 0,
+        }
+    }
+}
+
+impl ArwkvDecoderLayer {
+    /// Runs the layer on `x: [B, T, C]`; returns the new hidden states and the time mixer's output.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        v_first: Option<Tensor<3>>,
+        state: Option<TimeMixState>,
+    ) -> Result<(Tensor<3>, TimeMixOutput)> {
+        let mixed = self.self_attn.time_mixer.forward(
+            self.input_layernorm.forward(x.clone()),
+            v_first,
+            state,
+        )?;
+        let h = x + mixed.out.clone();
+        let y = h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h));
+        Ok((y, mixed))
+    }
+}
+
+fn copy(p: &Param<Tensor<1>>) -> Param<Tensor<1>> {
+    Param::from_tensor(p.val())
+}
+
+fn copy2(p: &Param<Tensor<2>>) -> Param<Tensor<2>> {
+    Param::from_tensor(p.val())
+}
+
+fn copy_linear(l: &Linear) -> Linear {
+    Linear {
+        weight: copy2(&l.weight),
+        bias: l.bias.as_ref().map(copy),
+    }
+}
+
+fn copy_norm(n: &RmsNorm) -> RmsNorm {
+    RmsNorm {
+        weight: copy(&n.weight),
+        eps: n.eps,
+    }
+}
+
+/// Expands a GQA projection `[KV·d, C]` to `[H·d, C]`: query head h reads kv head ⌊h / groups⌋.
+fn expand_kv_rows(weight: Tensor<2>, kv_heads: usize, groups: usize) -> Tensor<2> {
+    let [rows, c] = weight.dims();
+    let d = rows / kv_heads;
+    weight
+        .reshape([kv_heads, 1, d, c])
+        .expand([kv_heads, groups, d, c])
+        .reshape([kv_heads * groups * d, c])
+}
+
+impl ArwkvForCausalLM {
+    /// A student of `teacher`: embeddings, norms, MLPs and head copied; every attention replaced
+    /// by a freshly initialised time mixer (or one copied from it, with `init_from_attention`).
+    pub fn from_teacher(teacher: &Qwen2ForCausalLM, options: &StudentOptions) -> Result<Self> {
+        let config = ArwkvConfig::from_teacher(&teacher.config, options.gate, options.group_norm)?;
+        let device = teacher.model.embed_tokens.weight.val().device();
+        let mut rng = InitRng::new(options.seed);
+        let q = &teacher.config;
+        if options.init_from_attention && q.num_attention_heads * q.head_dim != q.hidden_size {
+            return Err(Error::Invalid(format!(
+                "init_from_attention: the teacher's {} heads × {} do not span hidden_size {}",
+                q.num_attention_heads, q.head_dim, q.hidden_size
+            )));
+        }
+        let mut layers = Vec::with_capacity(teacher.model.layers.len());
+        for (i, t) in teacher.model.layers.iter().enumerate() {
+            let mut mixer = TimeMixer::init(i, &config, &mut rng, &device);
+            if options.init_from_attention {
+                let a = &t.self_attn;
+                let groups = a.num_heads / a.num_kv_heads;
+                let set = |w: Tensor<2>| Linear {
+                    weight: Param::from_tensor(w),
+                    bias: None,
+                };
+                mixer.receptance = set(a.q_proj.weight.val());
+                mixer.key = set(expand_kv_rows(
+                    a.k_proj.weight.val(),
+                    a.num_kv_heads,
+                    groups,
+                ));
+                mixer.value = set(expand_kv_rows(
+                    a.v_proj.weight.val(),
+                    a.num_kv_heads,
+                    groups,
+                ));
+                mixer.output = set(a.o_proj.weight.val());
+            }
+            layers.push(ArwkvDecoderLayer {
+                input_layernorm: copy_norm(&t.input_layernorm),
+                self_attn: RwkvAttention { time_mixer: mixer },
+                post_attention_layernorm: copy_norm(&t.post_attention_layernorm),
+                mlp: Qwen2Mlp {
+                    gate_proj: copy_linear(&t.mlp.gate_proj),
+                    up_proj: copy_linear(&t.mlp.up_proj),
+                    down_proj: copy_linear(&t.mlp.down_proj),
+                },
+            });
+        }
+        Ok(Self {
+            model: ArwkvModel {
+                embed_tokens: Embedding {
+                    weight: copy2(&teacher.model.embed_tokens.weight),
+                },
+                layers,
+                norm: copy_norm(&teacher.model.norm),
+            },
+            lm_head: teacher.lm_head.as_ref().map(copy_linear),
+            config,
+        })
+    }
+
+    /// Loads every tensor of an `rwkv_hybrid` checkpoint; fails on missing, misshapen or
+    /// unexpected tensors, naming them.
+    pub fn load(config: ArwkvConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        let q = &config.qwen;
+        let (c, inter, eps) = (q.hidden_size, q.intermediate_size, q.rms_norm_eps);
+        let mut layers = Vec::with_capacity(q.num_hidden_layers);
+        for i in 0..q.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let linear = |name: &str, d_in, d_out| {
+                Linear::load(ck, &format!("{p}.mlp.{name}"), d_in, d_out, false, device)
+            };
+            layers.push(ArwkvDecoderLayer {
+                input_layernorm: RmsNorm::load(
+                    ck,
+                    &format!("{p}.input_layernorm"),
+                    c,
+                    eps,
+                    device,
+                )?,
+                self_attn: RwkvAttention {
+                    time_mixer: TimeMixer::load(
+                        ck,
+                        &format!("{p}.self_attn.time_mixer"),
+                        i,
+                        &config,
+                        device,
+                    )?,
+                },
+                post_attention_layernorm: RmsNorm::load(
+                    ck,
+                    &format!("{p}.post_attention_layernorm"),
+                    c,
+                    eps,
+                    device,
+                )?,
+                mlp: Qwen2Mlp {
+                    gate_proj: linear("gate_proj", c, inter)?,
+                    up_proj: linear("up_proj", c, inter)?,
+                    down_proj: linear("down_proj", inter, c)?,
+                },
+            });
+        }
+        let embed_tokens = Embedding {
+            weight: Param::from_tensor(ck.load(
+                "model.embed_tokens.weight",
+                [q.vocab_size, c],
+                device,
+            )?),
+        };
+        let norm = RmsNorm::load(ck, "model.norm", c, eps, device)?;
+        let tied = q.tie_word_embeddings;
+        let lm_head = (!tied)
+            .then(|| Linear::load(ck, "lm_head", c, q.vocab_size, false, device))
+            .transpose()?;
+        let gate_free = !config.has_gate;
+        // The training code creates x_g even without a gate; tied checkpoints may carry the head.
+        ck.ensure_all_used(|name| {
+            (tied && name == "lm_head.weight") || (gate_free && name.ends_with("time_mixer.x_g"))
+        })?;
+        Ok(Self {
+            model: ArwkvModel {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head,
+            config,
+        })
+    }
+
+    /// Every parameter with its checkpoint name, in checkpoint order.
+    pub fn named_tensors(&self) -> Vec<NamedTensor> {
+        let mut out = vec![NamedTensor::D2(
+            "model.embed_tokens.weight".into(),
+            self.model.embed_tokens.weight.val(),
+        )];
+        for (i, l) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push(NamedTensor::D1(
+                format!("{p}.input_layernorm.weight"),
+                l.input_layernorm.weight.val(),
+            ));
+            out.extend(
+                l.self_attn
+                    .time_mixer
+                    .named_tensors(&format!("{p}.self_attn.time_mixer")),
+            );
+            out.push(NamedTensor::D1(
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.weight.val(),
+            ));
+            for (name, lin) in [
+                ("gate_proj", &l.mlp.gate_proj),
+                ("up_proj", &l.mlp.up_proj),
+                ("down_proj", &l.mlp.down_proj),
+            ] {
+                out.push(NamedTensor::D2(
+                    format!("{p}.mlp.{name}.weight"),
+                    lin.weight.val(),
+                ));
+            }
+        }
+        out.push(NamedTensor::D1(
+            "model.norm.weight".into(),
+            self.model.norm.weight.val(),
+        ));
+        if let Some(head) = &self.lm_head {
+            out.push(NamedTensor::D2("lm_head.weight".into(), head.weight.val()));
+        }
+        out
+    }
+
+    /// Stops gradients to every MLP (the paper's "frozen MLP" switch).
+    pub fn freeze_mlp(mut self) -> Self {
+        self.model.layers = self
+            .model
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.mlp = l.mlp.no_grad();
+                l
+            })
+            .collect();
+        self
+    }
+
+    /// Final hidden states `[B, T, C]` for ids `[B, T]`; with a state, continues after it.
+    pub fn hidden_states(
+        &self,
+        ids: Tensor<2, Int>,
+        mut state: Option<&mut RecurrentState>,
+    ) -> Result<Tensor<3>> {
+        let [_, t] = ids.dims();
+        if t == 0 {
+            return Err(Error::Invalid(
+                "empty input: at least one token id is needed".into(),
+            ));
+        }
+        let mut x = embedding(self.model.embed_tokens.weight.val(), ids);
+        let mut v_first = None;
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let prev = state.as_deref().and_then(|s| s.layer(i).cloned());
+            let (y, mixed) = layer.forward(x, v_first.take(), prev)?;
+            x = y;
+            v_first = Some(mixed.v_first);
+            if let Some(s) = state.as_deref_mut() {
+                s.set_layer(i, mixed.state);
+            }
+        }
+        if let Some(s) = state {
+            s.advance(t);
+        }
+        Ok(self.model.norm.forward(x))
+    }
+
+    /// Projects hidden states `[B, T, C]` to logits `[B, T, V]`.
+    pub fn project(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => crate::nn::linear_hf(hidden, self.model.embed_tokens.weight.val(), None),
+        }
+    }
+
+    /// Logits `[B, T, V]` for ids `[B, T]`; with a state, continues after the tokens it has seen.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        state: Option<&mut RecurrentState>,
+    ) -> Result<Tensor<3>> {
+        crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
+        Ok(self.project(self.hidden_states(ids, state)?))
+    }
+}

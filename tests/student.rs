@@ -1,0 +1,353 @@
+//! The ARWKV student built from the fixture teachers: checkpoints in the `rwkv_hybrid` layout
+//! (bit-exact round trip, sharding, a 7B-Preview-shaped folder, bad files), recurrent inference
+//! equal to the parallel forward, the `init_from_attention` extension, frozen MLPs and gradients.
+
+use std::path::{Path, PathBuf};
+
+use arwkv::save::NamedTensor;
+use arwkv::student::{
+    ArwkvForCausalLM, PretrainedArwkv, RecurrentState, StudentOptions, save_pretrained,
+};
+use arwkv::teacher::PretrainedQwen2;
+use arwkv_tests::{fixtures_dir, test_devices};
+use burn::prelude::*;
+
+fn teacher_dir(name: &str) -> PathBuf {
+    fixtures_dir().join("qwen2").join(name)
+}
+
+fn student_of(name: &str, options: &StudentOptions, device: &Device) -> ArwkvForCausalLM {
+    let teacher =
+        PretrainedQwen2::load_weights_only(teacher_dir(name).to_str().unwrap(), device).unwrap();
+    ArwkvForCausalLM::from_teacher(&teacher.model, options).unwrap()
+}
+
+fn ids(values: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = values.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, values.len()]), device)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn tensor_bits(t: &NamedTensor) -> Vec<u32> {
+    let data = match t {
+        NamedTensor::D1(_, x) => x.to_data(),
+        NamedTensor::D2(_, x) => x.to_data(),
+        NamedTensor::D3(_, x) => x.to_data(),
+    };
+    data.convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+fn prompt(len: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 37 + 11) % 300) as u32).collect()
+}
+
+#[test]
+fn saves_and_reloads_bit_exact_in_the_rwkv_hybrid_layout() {
+    let device = Device::flex();
+    for (teacher, gate, group_norm, shard) in [
+        ("tied-gqa2-f32", true, false, usize::MAX),
+        ("untied-gqa4-bf16-sharded", false, true, 60_000),
+    ] {
+        let options = StudentOptions {
+            gate,
+            group_norm,
+            seed: 3,
+            ..Default::default()
+        };
+        let student = student_of(teacher, &options, &device);
+        let dir = tempfile::tempdir().unwrap();
+        save_pretrained(&student, dir.path(), Some(&teacher_dir(teacher)), shard).unwrap();
+        let sharded = dir.path().join("model.safetensors.index.json").is_file();
+        assert_eq!(sharded, shard != usize::MAX, "{teacher}: sharding");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["model_type"], "rwkv_hybrid");
+        assert_eq!(config["wkv_version"], 7);
+        assert_eq!(config["wkv_has_gate"], gate);
+        assert_eq!(config["wkv_has_group_norm"], group_norm);
+        assert_eq!(config["head_size"], 64);
+
+        let loaded = PretrainedArwkv::load(dir.path().to_str().unwrap(), &device).unwrap();
+        assert!(
+            loaded.tokenizer.is_some(),
+            "tokenizer files travel with the student"
+        );
+        let (a, b) = (student.named_tensors(), loaded.model.named_tensors());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.name(), y.name());
+            assert_eq!(x.shape(), y.shape(), "{}", x.name());
+            assert!(
+                tensor_bits(x) == tensor_bits(y),
+                "{teacher}: {} differs",
+                x.name()
+            );
+        }
+        let names: Vec<&str> = a.iter().map(|t| t.name()).collect();
+        assert!(names.contains(&"model.layers.1.self_attn.time_mixer.w1"));
+        assert_eq!(
+            names.contains(&"model.layers.0.self_attn.time_mixer.g1"),
+            gate
+        );
+        assert_eq!(
+            names.contains(&"model.layers.0.self_attn.time_mixer.ln_x.weight"),
+            group_norm
+        );
+        let x = prompt(9);
+        let before = host(student.forward(ids(&x, &device), None).unwrap());
+        let after = host(loaded.model.forward(ids(&x, &device), None).unwrap());
+        assert!(
+            before == after,
+            "{teacher}: logits changed across save/load"
+        );
+    }
+}
+
+#[test]
+fn chunked_prefill_and_decoding_match_the_parallel_forward() {
+    for (kind, device) in test_devices() {
+        for teacher in ["tied-gqa2-f32", "untied-gqa4-bf16-sharded"] {
+            let student = student_of(teacher, &StudentOptions::default(), &device);
+            let tokens = prompt(37);
+            let full = host(student.forward(ids(&tokens, &device), None).unwrap());
+            let vocab = full.len() / tokens.len();
+            let mut state = RecurrentState::new();
+            let mut pieces = vec![];
+            let mut start = 0;
+            let mut sizes = vec![];
+            for len in [16, 5, 1, 1, 14] {
+                let chunk = &tokens[start..start + len];
+                pieces.extend(host(
+                    student
+                        .forward(ids(chunk, &device), Some(&mut state))
+                        .unwrap(),
+                ));
+                start += len;
+                sizes.push(state.size_bytes());
+            }
+            assert_eq!(state.len(), tokens.len());
+            assert!(
+                sizes.iter().all(|&s| s == sizes[0]),
+                "state grew: {sizes:?}"
+            );
+            let scale = full.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = full
+                .iter()
+                .zip(&pieces)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{kind} {teacher}: max |Δlogit| {err:.2e} (scale {scale:.2}, V = {vocab})");
+            assert!(
+                err <= 1e-5 * scale,
+                "{kind} {teacher}: recurrent vs parallel {err:e}"
+            );
+        }
+    }
+}
+
+/// Writes a student folder shaped like `RWKV-Red-Team/ARWKV-7B-Preview-0.1`: its config.json keys
+/// (auto_map, float16 torch_dtype, no LoRA-rank keys), gated, no GroupNorm, fp32 shards + index.
+fn write_7b_shaped(dir: &Path) -> ArwkvForCausalLM {
+    let device = Device::flex();
+    let student = student_of(
+        "untied-gqa4-bf16-sharded",
+        &StudentOptions::default(),
+        &device,
+    );
+    save_pretrained(
+        &student,
+        dir,
+        Some(&teacher_dir("untied-gqa4-bf16-sharded")),
+        70_000,
+    )
+    .unwrap();
+    let q = &student.config.qwen;
+    let config = serde_json::json!({
+        "architectures": ["RwkvHybridForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_rwkv_hybrid.RwkvHybridConfig",
+                     "AutoModelForCausalLM": "modeling_rwkv_hybrid.RwkvHybridForCausalLM"},
+        "model_type": "rwkv_hybrid", "hidden_size": q.hidden_size,
+        "intermediate_size": q.intermediate_size, "num_hidden_layers": q.num_hidden_layers,
+        "num_attention_heads": q.num_attention_heads, "num_key_value_heads": q.num_key_value_heads,
+        "head_size": 64, "head_size_divisor": 8, "hidden_act": "silu", "rms_norm_eps": 1e-6,
+        "vocab_size": q.vocab_size, "tie_word_embeddings": false, "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768, "bos_token_id": 0, "eos_token_id": 1,
+        "wkv_version": 7, "wkv_has_gate": true, "wkv_has_group_norm": false, "use_cache": true,
+        "torch_dtype": "float16", "transformers_version": "4.49.0.dev0"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    student
+}
+
+#[test]
+fn a_checkpoint_shaped_like_arwkv_7b_preview_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = write_7b_shaped(dir.path());
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let layers = student.config.qwen.num_hidden_layers;
+    // 29 keys per layer + embed, norm, lm_head, as the published index (spec §1.3).
+    assert_eq!(map.len(), layers * 29 + 3);
+    let shards: std::collections::BTreeSet<&str> =
+        map.values().map(|v| v.as_str().unwrap()).collect();
+    assert!(shards.len() > 1, "fp32 shards expected, got {shards:?}");
+    let params = student.config.parameter_count();
+    assert_eq!(
+        index["metadata"]["total_size"].as_u64().unwrap() as usize,
+        4 * params
+    );
+    let loaded = PretrainedArwkv::load(dir.path().to_str().unwrap(), &Device::flex()).unwrap();
+    assert!(loaded.model.config.has_gate && !loaded.model.config.has_group_norm);
+    assert_eq!(loaded.stored_dtypes, vec!["F32".to_string()]);
+}
+
+fn rewrite_single_file(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
+#[test]
+fn bad_student_checkpoints_name_the_culprit() {
+    let device = Device::flex();
+    let student = student_of("tied-gqa2-f32", &StudentOptions::default(), &device);
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        save_pretrained(&student, dir.path(), None, usize::MAX).unwrap();
+        dir
+    };
+    let load_err = |dir: &Path| {
+        PretrainedArwkv::load_weights_only(dir.to_str().unwrap(), &device)
+            .err()
+            .expect("loading must fail")
+            .to_string()
+    };
+    let missing = "model.layers.1.self_attn.time_mixer.k_k";
+    let dir = fresh();
+    rewrite_single_file(dir.path(), |t| t.retain(|(n, _, _)| n != missing));
+    let e = load_err(dir.path());
+    assert!(e.contains(missing) && e.contains("missing"), "{e}");
+
+    let dir = fresh();
+    rewrite_single_file(dir.path(), |t| {
+        let r = t
+            .iter_mut()
+            .find(|(n, _, _)| n.ends_with("1.self_attn.time_mixer.r_k"))
+            .unwrap();
+        r.1 = vec![64, 1];
+    });
+    let e = load_err(dir.path());
+    assert!(e.contains("time_mixer.r_k") && e.contains("shape"), "{e}");
+
+    let dir = fresh();
+    rewrite_single_file(dir.path(), |t| {
+        t.push((
+            "model.layers.0.self_attn.q_proj.weight".into(),
+            vec![1],
+            vec![0; 4],
+        ))
+    });
+    let e = load_err(dir.path());
+    assert!(e.contains("q_proj") && e.contains("unexpected"), "{e}");
+
+    let dir = fresh();
+    let cfg = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"wkv_version\": 7", "\"wkv_version\": 6");
+    std::fs::write(&cfg, text).unwrap();
+    let e = load_err(dir.path());
+    assert!(e.contains("wkv_version"), "{e}");
+}
+
+#[test]
+fn init_from_attention_copies_projections_with_gqa_expansion() {
+    let device = Device::flex();
+    let name = "untied-gqa4-bf16-sharded"; // 8 query heads, 2 kv heads, head_dim 8
+    let teacher =
+        PretrainedQwen2::load_weights_only(teacher_dir(name).to_str().unwrap(), &device).unwrap();
+    let options = StudentOptions {
+        init_from_attention: true,
+        ..Default::default()
+    };
+    let student = ArwkvForCausalLM::from_teacher(&teacher.model, &options).unwrap();
+    let attn = &teacher.model.model.layers[1].self_attn;
+    let mixer = &student.model.layers[1].self_attn.time_mixer;
+    assert!(host(mixer.receptance.weight.val()) == host(attn.q_proj.weight.val()));
+    assert!(host(mixer.output.weight.val()) == host(attn.o_proj.weight.val()));
+    let (d, c) = (attn.head_dim, teacher.model.config.hidden_size);
+    let k = host(attn.k_proj.weight.val());
+    let key = host(mixer.key.weight.val());
+    for head in 0..attn.num_heads {
+        let kv = head / (attn.num_heads / attn.num_kv_heads);
+        assert!(
+            key[head * d * c..(head + 1) * d * c] == k[kv * d * c..(kv + 1) * d * c],
+            "query head {head} must read kv head {kv}"
+        );
+    }
+}
+
+#[test]
+fn gradients_reach_time_mixers_and_skip_frozen_mlps() {
+    let device = Device::flex().autodiff();
+    let student = student_of("tied-gqa2-f32", &StudentOptions::default(), &device).freeze_mlp();
+    let logits = student.forward(ids(&prompt(20), &device), None).unwrap();
+    let grads = logits.powi_scalar(2).mean().backward();
+    let layer = &student.model.layers[1];
+    let mixer = &layer.self_attn.time_mixer;
+    for (name, grad) in [
+        ("receptance", mixer.receptance.weight.grad(&grads).map(host)),
+        ("w1", mixer.w1.grad(&grads).map(host)),
+        ("output", mixer.output.weight.grad(&grads).map(host)),
+    ] {
+        let g = grad.unwrap_or_else(|| panic!("{name} has no gradient"));
+        assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "{name}: non-finite gradient"
+        );
+    }
+    let x_r = mixer.x_r.grad(&grads).expect("x_r gradient");
+    assert!(host(x_r).iter().any(|v| *v != 0.0));
+    assert!(
+        layer.mlp.gate_proj.weight.grad(&grads).is_none(),
+        "frozen MLP got a gradient"
+    );
+    assert!(
+        student.model.layers[0]
+            .input_layernorm
+            .weight
+            .grad(&grads)
+            .is_some(),
+        "norms stay trainable"
+    );
+}
