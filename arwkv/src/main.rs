@@ -127,6 +127,8 @@ enum BenchCommand {
     Teacher(arwkv::bench::TeacherBenchArgs),
     /// Forward + backward tokens/s of the CPU WKV-7 recurrence.
     Wkv7(arwkv::bench::Wkv7BenchArgs),
+    /// Decode tokens/s and state memory: teacher (KV cache) vs student (recurrent state).
+    Decode(arwkv::bench::DecodeBenchArgs),
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -258,6 +260,14 @@ fn run(cli: Cli) -> Result<()> {
             let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
             let report = arwkv::bench::bench_teacher(&args, &device)?;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Bench {
+            what: BenchCommand::Decode(args),
+        } => {
+            let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
+            for report in arwkv::bench::bench_decode(&args, &device)? {
+                println!("{}", serde_json::to_string(&report)?);
+            }
         }
         Command::Bench {
             what: BenchCommand::Wkv7(args),
