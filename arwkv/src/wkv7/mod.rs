@@ -104,7 +104,7 @@ pub fn wkv7(
         let [batch, seq, heads, n] = check_shapes([&r, &w, &k, &v, &a, &b], state0.as_ref())?;
         let state0 = state0.unwrap_or_else(|| Tensor::zeros([batch, heads, n, n], &device));
         let f32s = |t: Tensor<4>| t.cast(burn::tensor::FloatDType::F32).into_dispatch();
-        let packed = Tensor::<1>::from_dispatch(<Dispatch as Wkv7Backend>::wkv7_packed(
+        let (packed, _snapshots) = <Dispatch as Wkv7Backend>::wkv7_forward(
             f32s(r),
             f32s(w),
             f32s(k),
@@ -112,7 +112,8 @@ pub fn wkv7(
             f32s(a),
             f32s(b),
             f32s(state0),
-        ));
+        );
+        let packed = Tensor::<1>::from_dispatch(packed);
         let y_len = batch * seq * heads * n;
         let y = packed
             .clone()
