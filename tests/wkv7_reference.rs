@@ -263,13 +263,21 @@ fn reference_forward_and_gradients_match_the_f64_oracle() {
 
 #[test]
 fn dispatched_op_matches_the_f64_oracle_on_every_device() {
-    // On Flex this runs the hand-written CPU kernels through the backend extension (custom backward);
-    // elsewhere the reference.
+    // Flex runs the hand-written CPU kernels, WGPU the CubeCL kernels, both through the backend
+    // extension with their hand-written backward.
     for (kind, device) in arwkv_tests::test_devices() {
         eprintln!("wkv7 dispatched on {kind}");
         check_against_oracle(arwkv::wkv7::wkv7, &device.autodiff());
     }
     assert!(arwkv::wkv7::is_flex(&Device::flex().autodiff()));
+    for (kind, device) in arwkv_tests::test_devices() {
+        if kind == arwkv::BackendKind::Wgpu {
+            assert!(
+                arwkv::wkv7::is_cube(&device.autodiff()),
+                "WGPU must take the CubeCL path"
+            );
+        }
+    }
 }
 
 #[test]

@@ -13,11 +13,13 @@
 //! `a` and `b` are the kernel's transition vectors (`a = −κ̂`, `b = κ̂ ⊙ iclr` in the time mixer).
 //! Tensors are `[B, T, H, N]`, the state `[B, H, N, N]`, always f32.
 //! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster
-//! paths), [`cpu`] (hand-written Rust forward and backward, registered for Flex devices by
-//! [`extension`]). [`wkv7`] picks the fastest one the device has.
+//! paths), [`cpu`] (hand-written Rust forward and backward, for Flex devices) and `cube` (CubeCL
+//! kernels for WGPU, CUDA and ROCm), both registered as a backend extension with a hand-written
+//! backward by [`extension`]. [`wkv7`] picks the fastest one the device has.
 
 pub mod cpu;
-#[cfg(feature = "flex")]
+#[cfg(feature = "cube")]
+pub mod cube;
 pub mod extension;
 pub mod reference;
 
@@ -81,9 +83,25 @@ pub fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// Runs WKV-7 on the fastest path of the inputs' device: the hand-written CPU kernels on Flex,
-/// the tensor-op reference elsewhere (until the CubeCL kernels land). Differentiable on autodiff
-/// devices. `state0` defaults to zeros.
+/// Whether `device` is a CubeCL device (WGPU, CUDA, ROCm), with or without autodiff.
+pub fn is_cube(device: &Device) -> bool {
+    #[cfg(feature = "cube")]
+    {
+        matches!(
+            device.clone().inner().as_dispatch(),
+            burn::backend::DispatchDevice::Cube(_)
+        )
+    }
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Runs WKV-7 on the fastest path of the inputs' device: the hand-written CPU kernels on Flex, the
+/// CubeCL kernels on WGPU/CUDA/ROCm, the tensor-op reference elsewhere. Differentiable on autodiff
+/// devices (each kernel has its hand-written backward). `state0` defaults to zeros.
 pub fn wkv7(
     r: Tensor<4>,
     w: Tensor<4>,
@@ -94,10 +112,9 @@ pub fn wkv7(
     state0: Option<Tensor<4>>,
 ) -> Result<Wkv7Output> {
     let device = r.device();
-    if !is_flex(&device) {
+    if !is_flex(&device) && !is_cube(&device) {
         return reference::wkv7(r, w, k, v, a, b, state0);
     }
-    #[cfg(feature = "flex")]
     {
         use burn::backend::Dispatch;
         use extension::Wkv7Backend;
@@ -124,6 +141,4 @@ pub fn wkv7(
             .reshape([batch, heads, n, n]);
         Ok(Wkv7Output { y, state })
     }
-    #[cfg(not(feature = "flex"))]
-    unreachable!("is_flex is false without the flex feature")
 }
