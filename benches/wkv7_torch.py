@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU twin of `arwkv bench wkv7`: the same WKV-7 recurrence (token loop over batched
+"""PyTorch twin of `arwkv bench wkv7` (CPU, or CUDA with --device cuda): the same WKV-7 recurrence (token loop over batched
 [B, H, N, N] states, autograd backward), same shapes and input distributions, median of the timed
 forward+backward runs. Prints one JSON line like the Rust side."""
 
@@ -12,7 +12,7 @@ import torch
 
 def wkv7(r, w, k, v, a, b):
     B, T, H, N = r.shape
-    state = torch.zeros(B, H, N, N, dtype=r.dtype)
+    state = torch.zeros(B, H, N, N, dtype=r.dtype, device=r.device)
     decay = torch.exp(-torch.exp(w))
     ys = []
     for t in range(T):
@@ -27,7 +27,10 @@ def main() -> None:
     for name, default in [("batch", 2), ("seq", 256), ("heads", 8), ("head-size", 64), ("warmup", 1), ("iters", 5),
                           ("threads", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.threads:
         torch.set_num_threads(a.threads)
     g = torch.Generator().manual_seed(0)
@@ -37,23 +40,27 @@ def main() -> None:
     w, iclr, dy = u(-3, -0.5), u(0, 1), u(-1, 1)
     kk = torch.nn.functional.normalize(kappa, dim=-1)
     aa, bb = -kk, kk * iclr
-    leaves = [x.clone().requires_grad_() for x in (r, w, k, v, aa, bb)]
+    leaves = [x.to(dev).requires_grad_() for x in (r, w, k, v, aa, bb)]
+    dy = dy.to(dev)
 
     def run():
         y, _ = wkv7(*leaves)
         (y * dy).sum().backward()
+        sync()
 
     for _ in range(a.warmup):
         run()
     times = []
     for _ in range(a.iters):
+        sync()
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
     print(json.dumps(dict(bench="wkv7_fwd_bwd", implementation=f"torch {torch.__version__} token loop + autograd",
-                          device=f"cpu x{torch.get_num_threads()} threads",
+                          device=(torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                                  else f"cpu x{torch.get_num_threads()} threads"),
                           shape=f"B={a.batch} T={a.seq} H={a.heads} N={a.head_size}", median_s=median,
                           tokens_per_s=a.batch * a.seq / median)))
 

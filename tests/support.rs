@@ -31,9 +31,9 @@ pub fn golden(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
 }
 
-/// The devices the golden tests run on: the CPU always, WGPU when compiled in.
+/// The devices the golden tests run on: the CPU always, WGPU / CUDA when compiled in.
 pub fn test_devices() -> Vec<(BackendKind, Device)> {
-    [BackendKind::Cpu, BackendKind::Wgpu]
+    [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda]
         .into_iter()
         .filter(|k| k.is_compiled())
         .map(|k| (k, k.device().expect("compiled backend")))

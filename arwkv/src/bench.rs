@@ -148,6 +148,76 @@ pub struct Wkv7BenchArgs {
     /// Timed runs.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// Run through `wkv7::wkv7` with autodiff on this backend (cpu, wgpu, cuda, rocm) instead of
+    /// calling the CPU kernels directly.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// Times forward + backward of `wkv7::wkv7` (the device's kernels, autodiff backward) on random
+/// inputs shaped like the time mixer's; one scalar read per run waits for the device.
+pub fn bench_wkv7_device(args: &Wkv7BenchArgs, device: &Device) -> Result<BenchReport> {
+    use burn::tensor::Distribution;
+    if args.iters == 0 || args.seq == 0 || args.head_size == 0 {
+        return Err(Error::Invalid(
+            "--iters, --seq and --head-size must be at least 1".into(),
+        ));
+    }
+    let device = device.clone().autodiff();
+    device.seed(0);
+    let shape = [args.batch, args.seq, args.heads, args.head_size];
+    let uniform =
+        |lo: f64, hi: f64| Tensor::<4>::random(shape, Distribution::Uniform(lo, hi), &device);
+    let kappa = uniform(-1.0, 1.0);
+    let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
+    let iclr = uniform(0.0, 1.0);
+    let a = kappa.clone().neg().detach();
+    let b = (kappa * iclr).detach();
+    let (r, w, k, v) = (
+        uniform(-1.0, 1.0).require_grad(),
+        uniform(-3.0, -0.5).require_grad(),
+        uniform(-1.0, 1.0).require_grad(),
+        uniform(-1.0, 1.0).require_grad(),
+    );
+    let (a, b) = (a.require_grad(), b.require_grad());
+    let dy = uniform(-1.0, 1.0);
+    let run = || -> Result<()> {
+        let out = crate::wkv7::wkv7(
+            r.clone(),
+            w.clone(),
+            k.clone(),
+            v.clone(),
+            a.clone(),
+            b.clone(),
+            None,
+        )?;
+        let grads = (out.y * dy.clone()).sum().backward();
+        let gw = w.grad(&grads).expect("gradient of w");
+        let _ = gw.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let start = Instant::now();
+        run()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchReport {
+        bench: "wkv7_fwd_bwd".into(),
+        implementation: "arwkv wkv7::wkv7 (autodiff)".into(),
+        device: format!("{device:?}"),
+        shape: format!(
+            "B={} T={} H={} N={}",
+            args.batch, args.seq, args.heads, args.head_size
+        ),
+        median_s: median,
+        tokens_per_s: (args.batch * args.seq) as f64 / median,
+    })
 }
 
 /// Times forward + backward of the hand-written CPU WKV-7 on random inputs shaped like the time

@@ -272,10 +272,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchCommand::Wkv7(args),
         } => {
-            println!(
-                "{}",
-                serde_json::to_string(&arwkv::bench::bench_wkv7_cpu(&args)?)?
-            );
+            let report = match args.device.as_deref() {
+                None => arwkv::bench::bench_wkv7_cpu(&args)?,
+                Some(name) => {
+                    let device = BackendKind::from_flag_or_env(Some(name))?.device()?;
+                    arwkv::bench::bench_wkv7_device(&args, &device)?
+                }
+            };
+            println!("{}", serde_json::to_string(&report)?);
         }
     }
     Ok(())
