@@ -351,3 +351,59 @@ fn gradients_reach_time_mixers_and_skip_frozen_mlps() {
         "norms stay trainable"
     );
 }
+
+#[test]
+fn stage1_alignment_training_lowers_every_layer_loss_and_touches_only_time_mixers() {
+    use arwkv::distill::{AlignmentLoss, stage1::alignment_losses};
+    use arwkv::train::{AdamW, AdamWConfig};
+    use burn::optim::GradientsParams;
+    let device = Device::flex().autodiff();
+    let teacher = PretrainedQwen2::load_weights_only(
+        teacher_dir("untied-gqa4-bf16-sharded").to_str().unwrap(),
+        &device,
+    )
+    .unwrap()
+    .model
+    .no_grad();
+    let mut student = ArwkvForCausalLM::from_teacher(&teacher, &StudentOptions::default())
+        .unwrap()
+        .only_time_mixers_trainable();
+    let mlp_before = host(student.model.layers[1].mlp.up_proj.weight.val());
+    let batch: Vec<u32> = (0..2 * 24).map(|i| ((i * 53 + 7) % 320) as u32).collect();
+    let data: Vec<i64> = batch.iter().map(|&x| x as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [2, 24]), &device);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let per_layer = |s: &ArwkvForCausalLM| -> Vec<f32> {
+        alignment_losses(&teacher, s, ids.clone(), AlignmentLoss::L2Rms)
+            .unwrap()
+            .per_layer
+            .into_iter()
+            .map(|l| host(l)[0])
+            .collect()
+    };
+    let first = per_layer(&student);
+    for _ in 0..40 {
+        let losses =
+            alignment_losses(&teacher, &student, ids.clone(), AlignmentLoss::L2Rms).unwrap();
+        let grads = GradientsParams::from_grads(losses.loss.backward(), &student);
+        student = opt.step(student, grads, 3e-3).0;
+    }
+    let last = per_layer(&student);
+    eprintln!("stage-1 per-layer loss: {first:?} -> {last:?}");
+    for (l, (a, b)) in first.iter().zip(&last).enumerate() {
+        assert!(b < &(a * 0.7), "layer {l}: {a} -> {b}");
+    }
+    assert!(
+        host(student.model.layers[1].mlp.up_proj.weight.val()) == mlp_before,
+        "MLP moved"
+    );
+    assert!(
+        opt.moments.keys().all(|k| k.contains("time_mixer")),
+        "{:?}",
+        opt.moments.keys()
+    );
+    assert!(
+        opt.moments
+            .contains_key("model.layers.0.self_attn.time_mixer.receptance.weight")
+    );
+}

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod chat;
 pub mod device;
+pub mod distill;
 pub mod error;
 pub mod generation;
 pub mod hub;
@@ -18,6 +19,7 @@ pub mod save;
 pub mod student;
 pub mod teacher;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 pub mod wkv7;
 

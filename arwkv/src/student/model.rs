@@ -308,6 +308,25 @@ impl ArwkvForCausalLM {
         out
     }
 
+    /// Only the time mixers keep gradients (stage 1's trainable set, spec §3.4).
+    pub fn only_time_mixers_trainable(mut self) -> Self {
+        self.model.embed_tokens = self.model.embed_tokens.no_grad();
+        self.model.norm = self.model.norm.no_grad();
+        self.lm_head = self.lm_head.map(|h| h.no_grad());
+        self.model.layers = self
+            .model
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.input_layernorm = l.input_layernorm.no_grad();
+                l.post_attention_layernorm = l.post_attention_layernorm.no_grad();
+                l.mlp = l.mlp.no_grad();
+                l
+            })
+            .collect();
+        self
+    }
+
     /// Stops gradients to every MLP (the paper's "frozen MLP" switch).
     pub fn freeze_mlp(mut self) -> Self {
         self.model.layers = self
@@ -340,7 +359,8 @@ impl ArwkvForCausalLM {
             let prev = state.as_deref().and_then(|s| s.layer(i).cloned());
             let (y, mixed) = layer.forward(x, v_first.take(), prev)?;
             x = y;
-            v_first = Some(mixed.v_first);
+            // Later layers read layer 0's values without a gradient path back (as the reference).
+            v_first = Some(mixed.v_first.detach());
             if let Some(s) = state.as_deref_mut() {
                 s.set_layer(i, mixed.state);
             }

@@ -1,0 +1,78 @@
+//! The distillation losses (spec `ARWKV.md` §3.2, §4.1, §6.4), in f32.
+//!
+//! * Stage 1, per layer: `L = mean_{b,t} ‖A_T − A_S‖₂ / √C` (the per-token RMS of the difference),
+//!   or the MSE as an option; the run averages it over layers.
+//! * Stage 2: forward `KL(p_T ‖ p_S) = Σ_v p_T (log p_T − log p_S)` over the full vocabulary at
+//!   temperature τ (scaled by τ² so gradients keep their size), averaged over positions weighted by
+//!   the mask: `Σ KL·m / (Σ m + 1e-6)`. A teacher with a larger vocabulary is cut to the student's.
+//! * SFT / CE: standard next-token alignment — logits at t predict id t+1 — with a mask on the
+//!   *target* positions (not the reference's doubly shifted labels).
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// Keeps the square root's gradient finite where teacher and student agree exactly.
+const SQRT_EPS: f64 = 1e-12;
+
+/// The stage-1 per-layer loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlignmentLoss {
+    /// Mean over tokens of ‖A_T − A_S‖₂ / √C (the reference).
+    #[default]
+    L2Rms,
+    /// Mean squared error over all elements.
+    Mse,
+}
+
+/// Stage-1 loss of one layer between the teacher's attention output and the time mixer's,
+/// both `[B, T, C]` (after the output projection, before the residual add).
+pub fn alignment_loss(teacher: Tensor<3>, student: Tensor<3>, kind: AlignmentLoss) -> Tensor<1> {
+    let [_, _, c] = student.dims();
+    let sq = (student - teacher).powi_scalar(2);
+    match kind {
+        AlignmentLoss::L2Rms => ((sq.sum_dim(2) + SQRT_EPS).sqrt() / (c as f64).sqrt()).mean(),
+        AlignmentLoss::Mse => sq.mean(),
+    }
+}
+
+/// Stage-2 forward KL between teacher and student logits `[B, T, V]`, mask `[B, T]` (1 = counted).
+pub fn kl_divergence(
+    teacher_logits: Tensor<3>,
+    student_logits: Tensor<3>,
+    mask: Tensor<2>,
+    temperature: f64,
+) -> Tensor<1> {
+    let [b, t, v] = student_logits.dims();
+    let [_, _, vt] = teacher_logits.dims();
+    let teacher_logits = if vt > v {
+        teacher_logits.slice([0..b, 0..t, 0..v])
+    } else {
+        teacher_logits
+    };
+    let log_pt = log_softmax(teacher_logits / temperature, 2);
+    let log_ps = log_softmax(student_logits / temperature, 2);
+    let kl = (log_pt.clone().exp() * (log_pt - log_ps))
+        .sum_dim(2)
+        .reshape([b, t]);
+    (kl * mask.clone()).sum() / (mask.sum() + 1e-6) * (temperature * temperature)
+}
+
+/// Mean next-token cross-entropy: logits `[B, T, V]` at t score `ids[t + 1]`; `target_mask`
+/// `[B, T]` says which ids count as targets (position 0 is never one).
+pub fn next_token_cross_entropy(
+    logits: Tensor<3>,
+    ids: Tensor<2, Int>,
+    target_mask: Tensor<2>,
+) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    if t < 2 {
+        return Tensor::zeros([1], &logits.device());
+    }
+    let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]), 2);
+    let targets = ids.slice([0..b, 1..t]).reshape([b, t - 1, 1]);
+    let nll = logp.gather(2, targets).reshape([b, t - 1]).neg();
+    let mask = target_mask.slice([0..b, 1..t]);
+    (nll * mask.clone()).sum() / (mask.sum() + 1e-6)
+}

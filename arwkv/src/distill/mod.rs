@@ -1,0 +1,6 @@
+//! Staged distillation of a Qwen2 teacher into its ARWKV student (spec `ARWKV.md` §3–§6).
+
+pub mod loss;
+pub mod stage1;
+
+pub use loss::{AlignmentLoss, alignment_loss, kl_divergence, next_token_cross_entropy};
