@@ -90,6 +90,15 @@ enum Command {
         #[arg(long)]
         model: String,
     },
+    /// Run a distillation stage from a run config (TOML or JSON); see docs/DISTILL.md.
+    Distill {
+        /// The run config.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Continue from the newest checkpoint in the run directory.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Build an ARWKV student from a Qwen2 teacher and save it (rwkv_hybrid layout).
     BuildStudent {
         /// Teacher folder or hub id (org/name).
@@ -228,6 +237,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { model } => {
             let device = BackendKind::Cpu.device()?;
             print!("{}", Pretrained::load(&model, &device)?.describe());
+        }
+        Command::Distill { config, resume } => {
+            let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
+            let summary =
+                arwkv::distill::run::run(&cfg, resume, &mut arwkv::distill::run::TerminalProgress)?;
+            if let Some(last) = &summary.last {
+                println!("{}", serde_json::to_string(last)?);
+            }
+            println!(
+                "{:?} finished {} step(s); run directory {}",
+                cfg.stage,
+                summary.steps,
+                summary.out.display()
+            );
         }
         Command::BuildStudent {
             teacher,

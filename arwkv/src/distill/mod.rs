@@ -1,6 +1,8 @@
 //! Staged distillation of a Qwen2 teacher into its ARWKV student (spec `ARWKV.md` §3–§6).
 
+pub mod data;
 pub mod loss;
+pub mod run;
 pub mod stage1;
 
 pub use loss::{AlignmentLoss, alignment_loss, kl_divergence, next_token_cross_entropy};

@@ -1,0 +1,330 @@
+//! Training data (spec `ARWKV.md` §6): documents from plain `.txt` (paragraphs separated by blank
+//! lines), JSONL with a `text` field, or conversation JSONL (`messages` or `conversations`, keys
+//! `role|from` and `content|value`, roles `human→user`, `gpt→assistant`); tokenised with the
+//! teacher's tokenizer; packed into blocks of the context length (documents joined by the end-of-text
+//! token) or one document per row, truncated and padded. Blocks are visited in a seeded random order
+//! per epoch; the position `(epoch, index)` is all a resumed run needs.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::{Error, Result};
+use crate::tokenizer::TextTokenizer;
+
+/// Where the data comes from and how it is cut.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Files: `.txt`, `.jsonl` (text or conversations).
+    pub files: Vec<PathBuf>,
+    /// Tokens per row.
+    pub context: usize,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Pack documents into full rows (else one document per row, padded).
+    pub pack: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            files: vec![],
+            context: 256,
+            batch_size: 4,
+            pack: true,
+        }
+    }
+}
+
+/// One micro-batch.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[B, T]` token ids.
+    pub ids: Tensor<2, Int>,
+    /// `[B, T]` 1 for real tokens, 0 for padding.
+    pub mask: Tensor<2>,
+    /// Real (unpadded) tokens in the batch.
+    pub tokens: usize,
+}
+
+/// A row of a finished dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Token ids, exactly `context` long.
+    pub ids: Vec<u32>,
+    /// Real tokens at the start of the row (the rest is padding).
+    pub len: usize,
+}
+
+/// Rows that were skipped while reading, with the first few reasons.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BadRows {
+    /// How many rows were skipped.
+    pub count: usize,
+    /// `file:line: reason` of the first ones.
+    pub first: Vec<String>,
+}
+
+/// A tokenised, cut dataset and the order it is read in.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    rows: Vec<Row>,
+    config: DataConfig,
+    pad_id: u32,
+    seed: u64,
+    /// Rows skipped while reading.
+    pub bad_rows: BadRows,
+}
+
+/// Where a run is in its data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPosition {
+    /// Completed passes.
+    pub epoch: u64,
+    /// Next batch within the pass.
+    pub batch: u64,
+}
+
+fn role_alias(role: &str) -> &str {
+    match role {
+        "human" => "user",
+        "gpt" => "assistant",
+        other => other,
+    }
+}
+
+fn conversation(row: &Value) -> Option<std::result::Result<Vec<ChatMessage>, String>> {
+    let turns = row.get("messages").or_else(|| row.get("conversations"))?;
+    let Some(turns) = turns.as_array() else {
+        return Some(Err("`messages` is not a list".into()));
+    };
+    let mut out = vec![];
+    for (i, t) in turns.iter().enumerate() {
+        let role = t
+            .get("role")
+            .or_else(|| t.get("from"))
+            .and_then(Value::as_str);
+        let content = t
+            .get("content")
+            .or_else(|| t.get("value"))
+            .and_then(Value::as_str);
+        match (role, content) {
+            (Some(r), Some(c)) => out.push(ChatMessage::new(role_alias(r), c)),
+            _ => return Some(Err(format!("turn {i} lacks role/content strings"))),
+        }
+    }
+    if out.is_empty() {
+        return Some(Err("empty conversation".into()));
+    }
+    Some(Ok(out))
+}
+
+/// ChatML as the reference formats conversations when the model has no template.
+fn chatml(messages: &[ChatMessage]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
+        .collect()
+}
+
+/// Reads the documents of one file as text.
+fn read_documents(
+    path: &Path,
+    template: Option<&ChatTemplate>,
+    bad: &mut BadRows,
+) -> Result<Vec<String>> {
+    let text = crate::error::read_to_string(path)?;
+    let is_jsonl = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("jsonl") | Some("json")
+    );
+    if !is_jsonl {
+        return Ok(text
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect());
+    }
+    let mut docs = vec![];
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut reject = |reason: String| {
+            bad.count += 1;
+            if bad.first.len() < 5 {
+                bad.first
+                    .push(format!("{}:{}: {reason}", path.display(), n + 1));
+            }
+        };
+        let row: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                reject(format!("invalid JSON: {e}"));
+                continue;
+            }
+        };
+        if let Some(conv) = conversation(&row) {
+            match conv {
+                Ok(messages) => {
+                    let rendered = match template {
+                        Some(t) => t.render(&messages, false),
+                        None => Ok(chatml(&messages)),
+                    };
+                    match rendered {
+                        Ok(s) => docs.push(s),
+                        Err(e) => reject(format!("chat template: {e}")),
+                    }
+                }
+                Err(reason) => reject(reason),
+            }
+        } else if let Some(t) = row.get("text").and_then(Value::as_str) {
+            docs.push(t.to_string());
+        } else {
+            reject("no `text` string and no `messages`/`conversations` list".into());
+        }
+    }
+    Ok(docs)
+}
+
+impl Dataset {
+    /// Reads, tokenises and cuts every file of `config`.
+    pub fn load(
+        config: &DataConfig,
+        tokenizer: &TextTokenizer,
+        template: Option<&ChatTemplate>,
+        seed: u64,
+    ) -> Result<Self> {
+        if config.files.is_empty() {
+            return Err(Error::Invalid("data: no files given".into()));
+        }
+        if config.context < 2 || config.batch_size == 0 {
+            return Err(Error::Invalid(
+                "data: context must be at least 2 and batch_size at least 1".into(),
+            ));
+        }
+        let mut bad = BadRows::default();
+        let mut docs = vec![];
+        for f in &config.files {
+            docs.extend(read_documents(f, template, &mut bad)?);
+        }
+        let eot = tokenizer.token_to_id("<|endoftext|>");
+        let pad_id = eot.unwrap_or(0);
+        let mut rows = vec![];
+        if config.pack {
+            let mut stream = vec![];
+            for d in &docs {
+                stream.extend(tokenizer.encode(d, false)?);
+                stream.extend(eot);
+            }
+            rows = stream
+                .chunks_exact(config.context)
+                .map(|c| Row {
+                    ids: c.to_vec(),
+                    len: c.len(),
+                })
+                .collect();
+        } else {
+            for d in &docs {
+                let mut ids = tokenizer.encode(d, false)?;
+                if ids.is_empty() {
+                    continue;
+                }
+                ids.truncate(config.context);
+                let len = ids.len();
+                ids.resize(config.context, pad_id);
+                rows.push(Row { ids, len });
+            }
+        }
+        if rows.len() < config.batch_size {
+            return Err(Error::Invalid(format!(
+                "data: {} document(s) give {} row(s) of {} tokens, fewer than one batch of {} \
+                 ({} bad row(s) skipped)",
+                docs.len(),
+                rows.len(),
+                config.context,
+                config.batch_size,
+                bad.count
+            )));
+        }
+        Ok(Self {
+            rows,
+            config: config.clone(),
+            pad_id,
+            seed,
+            bad_rows: bad,
+        })
+    }
+
+    /// Rows in the dataset.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether it holds no rows (never, once loaded).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Full batches per pass.
+    pub fn batches_per_epoch(&self) -> u64 {
+        (self.rows.len() / self.config.batch_size) as u64
+    }
+
+    /// The padding id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// The batch at `pos` and the position after it.
+    pub fn batch(&self, pos: DataPosition, device: &Device) -> (Batch, DataPosition) {
+        let per_epoch = self.batches_per_epoch();
+        let pos = if pos.batch >= per_epoch {
+            DataPosition {
+                epoch: pos.epoch + 1,
+                batch: 0,
+            }
+        } else {
+            pos
+        };
+        let order = self.order(pos.epoch);
+        let bs = self.config.batch_size;
+        let t = self.config.context;
+        let start = pos.batch as usize * bs;
+        let mut ids = Vec::with_capacity(bs * t);
+        let mut mask = Vec::with_capacity(bs * t);
+        let mut tokens = 0;
+        for &r in &order[start..start + bs] {
+            let row = &self.rows[r];
+            ids.extend(row.ids.iter().map(|&x| x as i64));
+            mask.extend((0..t).map(|i| if i < row.len { 1.0f32 } else { 0.0 }));
+            tokens += row.len;
+        }
+        let batch = Batch {
+            ids: Tensor::from_data(TensorData::new(ids, [bs, t]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [bs, t]), device),
+            tokens,
+        };
+        let next = DataPosition {
+            epoch: pos.epoch,
+            batch: pos.batch + 1,
+        };
+        (batch, next)
+    }
+}

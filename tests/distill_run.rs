@@ -1,0 +1,148 @@
+//! Distillation runs end to end on a fixture teacher: stage 1 then stage 2 from its student,
+//! metrics and checkpoints on disk, exact resume, and clear errors for bad configs and data.
+
+use std::path::{Path, PathBuf};
+
+use arwkv::distill::data::DataConfig;
+use arwkv::distill::run::{Observer, RunConfig, Stage, StepMetrics, run};
+use arwkv::train::{Decay, LrSchedule};
+use arwkv_tests::fixtures_dir;
+
+struct Quiet;
+impl Observer for Quiet {
+    fn on_step(&mut self, _: &StepMetrics, _: u64) -> bool {
+        true
+    }
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let text = (0..40)
+        .map(|i| {
+            format!(
+                "Paragraph {i}: the quick brown fox jumps over the lazy dog, number {} of many.",
+                i * 7
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config(stage: Stage, out: PathBuf, data: PathBuf, steps: u64) -> RunConfig {
+    let teacher = fixtures_dir().join("qwen2").join("tied-gqa2-f32");
+    let text = format!(
+        r#"
+        stage = "{}"
+        teacher = "{}"
+        out = "{}"
+        steps = {steps}
+        save_every = 3
+        [data]
+        files = ["{}"]
+        context = 32
+        batch_size = 2
+        [schedule]
+        lr = 0.003
+        warmup_steps = 2
+        decay = "cosine"
+        lr_final = 0.0003
+        "#,
+        if stage == Stage::Align { "align" } else { "kl" },
+        teacher.display(),
+        out.display(),
+        data.display()
+    );
+    let path = out.with_extension("toml");
+    std::fs::write(&path, text).unwrap();
+    RunConfig::from_file(&path).unwrap()
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss)
+        .collect()
+}
+
+#[test]
+fn stage1_then_stage2_learn_and_write_their_run_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let cfg = config(Stage::Align, dir.path().join("s1"), data.clone(), 12);
+    assert_eq!(cfg.schedule.decay, Decay::Cosine);
+    let s1 = run(&cfg, false, &mut Quiet).unwrap();
+    assert_eq!(s1.steps, 12);
+    let l = losses(&cfg.out);
+    assert_eq!(l.len(), 12);
+    assert!(l[11] < 0.6 * l[0], "stage 1 should learn: {l:?}");
+    assert!(cfg.out.join("student/config.json").is_file());
+    assert!(
+        cfg.out
+            .join("checkpoints/step-000012/optimizer/model.safetensors")
+            .is_file()
+    );
+
+    let mut cfg2 = config(Stage::Kl, dir.path().join("s2"), data, 8);
+    cfg2.student = Some(cfg.out.join("student").to_string_lossy().into_owned());
+    let s2 = run(&cfg2, false, &mut Quiet).unwrap();
+    let l2 = losses(&cfg2.out);
+    assert!(s2.last.unwrap().kl.is_some());
+    assert!(l2[7] < l2[0], "stage 2 should lower the KL: {l2:?}");
+}
+
+#[test]
+fn a_resumed_run_repeats_the_same_losses_step_for_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let straight = config(Stage::Align, dir.path().join("straight"), data.clone(), 6);
+    run(&straight, false, &mut Quiet).unwrap();
+
+    // Stop after step 3 (the observer says so), then resume to 6.
+    struct StopAt(u64);
+    impl Observer for StopAt {
+        fn on_step(&mut self, m: &StepMetrics, _: u64) -> bool {
+            m.step < self.0
+        }
+    }
+    let parts = config(Stage::Align, dir.path().join("parts"), data, 6);
+    let first = run(&parts, false, &mut StopAt(3)).unwrap();
+    assert!(first.interrupted && first.steps == 3);
+    let second = run(&parts, true, &mut Quiet).unwrap();
+    assert_eq!(second.steps, 6);
+    assert_eq!(
+        losses(&straight.out),
+        losses(&parts.out),
+        "resume must be exact"
+    );
+}
+
+#[test]
+fn bad_configs_and_data_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "stage = \"align\"\nteacher = \"x\"\nout = \"o\"\nsteps = 1\nbogus = 3\n[data]\n",
+    )
+    .unwrap();
+    let e = RunConfig::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("bad.toml") && e.contains("bogus"), "{e}");
+
+    let jsonl = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\": 3}\nnot json\n{\"messages\": [{\"role\": \"user\"}]}\n",
+    )
+    .unwrap();
+    let mut cfg = config(Stage::Align, dir.path().join("o"), jsonl, 1);
+    cfg.data = DataConfig {
+        files: cfg.data.files.clone(),
+        ..cfg.data
+    };
+    let e = run(&cfg, false, &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("0 row(s)") && e.contains("3 bad row(s)"), "{e}");
+    let _ = LrSchedule::default();
+}
