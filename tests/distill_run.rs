@@ -146,3 +146,102 @@ fn bad_configs_and_data_are_named() {
     assert!(e.contains("0 row(s)") && e.contains("3 bad row(s)"), "{e}");
     let _ = LrSchedule::default();
 }
+
+#[test]
+fn sft_targets_are_exactly_the_assistant_turns() {
+    use arwkv::chat::{ChatMessage, ChatTemplate};
+    use arwkv::distill::data::{render_conversation, tokenise};
+    use arwkv::tokenizer::TextTokenizer;
+    let dir = fixtures_dir().join("qwen2").join("tied-gqa2-f32");
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let template = ChatTemplate::from_model_dir(&dir).unwrap().unwrap();
+    let messages = [
+        ChatMessage::new("user", "Name a colour."),
+        ChatMessage::new("assistant", "Blue."),
+        ChatMessage::new("user", "Another?"),
+        ChatMessage::new("assistant", "Green, of course."),
+    ];
+    let doc = render_conversation(&messages, Some(&template)).unwrap();
+    let (ids, targets) = tokenise(&tok, &doc).unwrap();
+    let picked: Vec<u32> = ids
+        .iter()
+        .zip(&targets)
+        .filter(|(_, t)| **t)
+        .map(|(i, _)| *i)
+        .collect();
+    let text = tok.decode(&picked, false).unwrap();
+    assert_eq!(text, "Blue.<|im_end|>\nGreen, of course.<|im_end|>\n");
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn sft_and_dpo_stages_train_from_a_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let chats: String = (0..12)
+        .map(|i| {
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"Count to {i}.\"}}, \
+                 {{\"role\": \"assistant\", \"content\": \"{}\"}}]}}\n",
+                (1..=i % 5 + 1)
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
+        .collect();
+    let sft_data = write(&dir.path().join("chats.jsonl"), &chats);
+    let mut sft = config(Stage::Align, dir.path().join("sft"), sft_data, 10);
+    sft.stage = Stage::Sft;
+    sft.data.pack = false;
+    sft.data.context = 256;
+    // A context too short for the template's system prompt leaves no assistant token: refused.
+    let mut short = sft.clone();
+    short.data.context = 8;
+    let e = run(&short, false, &mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("without an assistant token"), "{e}");
+    let s = run(&sft, false, &mut Quiet).unwrap();
+    assert_eq!(s.steps, 10);
+    let l = losses(&sft.out);
+    assert!(l[9] < l[0], "SFT should lower the CE: {l:?}");
+
+    let pairs: String = (0..8)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"Say yes {i}.\", \"chosen\": \"yes yes\", \"rejected\": \"no {i} no\"}}\n"
+            )
+        })
+        .collect::<String>()
+        + "{\"prompt\": \"missing answers\"}\n";
+    let dpo_data = write(&dir.path().join("pairs.jsonl"), &pairs);
+    let mut dpo = config(Stage::Align, dir.path().join("dpo"), dpo_data, 8);
+    dpo.stage = Stage::Dpo;
+    dpo.student = Some(sft.out.join("student").to_string_lossy().into_owned());
+    dpo.data.context = 256;
+    let d = run(&dpo, false, &mut Quiet).unwrap();
+    let last = d.last.unwrap();
+    let first: StepMetrics = serde_json::from_str(
+        std::fs::read_to_string(dpo.out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    // Step 1 starts at the reference: Δ = 0, loss = log 2.
+    assert!(
+        (first.loss - std::f64::consts::LN_2).abs() < 1e-4,
+        "{}",
+        first.loss
+    );
+    assert!(
+        last.loss < first.loss,
+        "DPO should lower its loss: {} -> {}",
+        first.loss,
+        last.loss
+    );
+    assert!(last.preference_accuracy.unwrap() > 0.5, "{last:?}");
+}

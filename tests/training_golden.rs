@@ -193,3 +193,34 @@ fn next_token_cross_entropy_and_gradient_match_torch() {
     let grad = logits.grad(&loss.backward()).unwrap();
     assert_close("ce grad", &host(grad), &flat(&case["grad"]), 1e-4);
 }
+
+#[test]
+fn dpo_loss_and_sequence_logprobs_match_torch() {
+    use arwkv::distill::dpo::{dpo_loss, sequence_logprobs};
+    let g = golden();
+    let case = &g["dpo"];
+    let device = Device::flex().autodiff();
+    let policy = tensor::<3>(&case["policy"], &device).require_grad();
+    let reference = tensor::<3>(&case["reference"], &device);
+    let ids: Vec<i64> = flat(&case["ids"]).iter().map(|&x| x as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [4, 6]), &device);
+    let mask = tensor::<2>(&case["mask"], &device);
+    let pl = sequence_logprobs(policy.clone(), ids.clone(), mask.clone());
+    assert_close(
+        "policy logps",
+        &host(pl.clone()),
+        &flat(&case["policy_logps"]),
+        1e-5,
+    );
+    let rl = sequence_logprobs(reference, ids, mask);
+    let d = dpo_loss(pl, rl, 0.1, 0.1);
+    let value = host(d.loss.clone())[0];
+    let want = case["loss"].as_f64().unwrap() as f32;
+    assert!(
+        (value - want).abs() < 1e-5 * want.abs(),
+        "dpo: {value} vs {want}"
+    );
+    assert_eq!(d.accuracy, case["accuracy"].as_f64().unwrap());
+    let grad = policy.grad(&d.loss.backward()).unwrap();
+    assert_close("dpo grad", &host(grad), &flat(&case["grad"]), 1e-4);
+}

@@ -49,6 +49,8 @@ pub struct Batch {
     pub ids: Tensor<2, Int>,
     /// `[B, T]` 1 for real tokens, 0 for padding.
     pub mask: Tensor<2>,
+    /// `[B, T]` 1 for SFT target tokens.
+    pub target_mask: Tensor<2>,
     /// Real (unpadded) tokens in the batch.
     pub tokens: usize,
 }
@@ -60,6 +62,18 @@ pub struct Row {
     pub ids: Vec<u32>,
     /// Real tokens at the start of the row (the rest is padding).
     pub len: usize,
+    /// Whether each token is a training target of SFT (assistant turns of conversations, every
+    /// token of plain text; never padding).
+    pub targets: Vec<bool>,
+}
+
+/// A document: its text and, for conversations, the byte ranges of the assistant turns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// The text as the model reads it.
+    pub text: String,
+    /// SFT target ranges; `None` = the whole text.
+    pub targets: Option<Vec<std::ops::Range<usize>>>,
 }
 
 /// Rows that were skipped while reading, with the first few reasons.
@@ -126,19 +140,56 @@ fn conversation(row: &Value) -> Option<std::result::Result<Vec<ChatMessage>, Str
 }
 
 /// ChatML as the reference formats conversations when the model has no template.
-fn chatml(messages: &[ChatMessage]) -> String {
-    messages
+fn chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+    let mut s: String = messages
         .iter()
         .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
-        .collect()
+        .collect();
+    if add_generation_prompt {
+        s.push_str("<|im_start|>assistant\n");
+    }
+    s
 }
 
-/// Reads the documents of one file as text.
+/// Renders a conversation and finds its assistant turns: for turn i, the text between the render of
+/// turns `..i` with the generation prompt and the render of turns `..=i`.
+pub fn render_conversation(
+    messages: &[ChatMessage],
+    template: Option<&ChatTemplate>,
+) -> std::result::Result<Document, String> {
+    let render = |m: &[ChatMessage], generation: bool| match template {
+        Some(t) => t.render(m, generation).map_err(|e| e.to_string()),
+        None => Ok(chatml(m, generation)),
+    };
+    let text = render(messages, false)?;
+    let mut spans = vec![];
+    for (i, m) in messages.iter().enumerate() {
+        if m.role != "assistant" {
+            continue;
+        }
+        let before = render(&messages[..i], true)?;
+        let through = render(&messages[..=i], false)?;
+        if !through.starts_with(&before) || !text.starts_with(&through) {
+            return Err(
+                "the chat template does not render this conversation prefix by prefix, so \
+                        its assistant turns cannot be located"
+                    .into(),
+            );
+        }
+        spans.push(before.len()..through.len());
+    }
+    Ok(Document {
+        text,
+        targets: Some(spans),
+    })
+}
+
+/// Reads the documents of one file.
 fn read_documents(
     path: &Path,
     template: Option<&ChatTemplate>,
     bad: &mut BadRows,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Document>> {
     let text = crate::error::read_to_string(path)?;
     let is_jsonl = matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -149,7 +200,10 @@ fn read_documents(
             .split("\n\n")
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(str::to_string)
+            .map(|p| Document {
+                text: p.to_string(),
+                targets: None,
+            })
             .collect());
     }
     let mut docs = vec![];
@@ -173,25 +227,41 @@ fn read_documents(
         };
         if let Some(conv) = conversation(&row) {
             match conv {
-                Ok(messages) => {
-                    let rendered = match template {
-                        Some(t) => t.render(&messages, false),
-                        None => Ok(chatml(&messages)),
-                    };
-                    match rendered {
-                        Ok(s) => docs.push(s),
-                        Err(e) => reject(format!("chat template: {e}")),
-                    }
-                }
+                Ok(messages) => match render_conversation(&messages, template) {
+                    Ok(doc) => docs.push(doc),
+                    Err(e) => reject(format!("chat template: {e}")),
+                },
                 Err(reason) => reject(reason),
             }
         } else if let Some(t) = row.get("text").and_then(Value::as_str) {
-            docs.push(t.to_string());
+            docs.push(Document {
+                text: t.to_string(),
+                targets: None,
+            });
         } else {
             reject("no `text` string and no `messages`/`conversations` list".into());
         }
     }
     Ok(docs)
+}
+
+/// Token ids of a document and which of them are SFT targets.
+pub fn tokenise(tokenizer: &TextTokenizer, doc: &Document) -> Result<(Vec<u32>, Vec<bool>)> {
+    match &doc.targets {
+        None => {
+            let ids = tokenizer.encode(&doc.text, false)?;
+            let n = ids.len();
+            Ok((ids, vec![true; n]))
+        }
+        Some(spans) => {
+            let (ids, offsets) = tokenizer.encode_with_offsets(&doc.text)?;
+            let targets = offsets
+                .iter()
+                .map(|&(start, _)| spans.iter().any(|s| s.contains(&start)))
+                .collect();
+            Ok((ids, targets))
+        }
+    }
 }
 
 impl Dataset {
@@ -201,6 +271,18 @@ impl Dataset {
         tokenizer: &TextTokenizer,
         template: Option<&ChatTemplate>,
         seed: u64,
+    ) -> Result<Self> {
+        Self::load_for(config, tokenizer, template, seed, false)
+    }
+
+    /// As [`Dataset::load`]; with `need_targets` (SFT), rows without a target token are skipped
+    /// and counted as bad rows.
+    pub fn load_for(
+        config: &DataConfig,
+        tokenizer: &TextTokenizer,
+        template: Option<&ChatTemplate>,
+        seed: u64,
+        need_targets: bool,
     ) -> Result<Self> {
         if config.files.is_empty() {
             return Err(Error::Invalid("data: no files given".into()));
@@ -218,40 +300,68 @@ impl Dataset {
         let eot = tokenizer.token_to_id("<|endoftext|>");
         let pad_id = eot.unwrap_or(0);
         let mut rows = vec![];
+        let mut tokenised = Vec::with_capacity(docs.len());
+        for d in &docs {
+            tokenised.push(tokenise(tokenizer, d)?);
+        }
         if config.pack {
-            let mut stream = vec![];
-            for d in &docs {
-                stream.extend(tokenizer.encode(d, false)?);
-                stream.extend(eot);
+            let mut ids = vec![];
+            let mut targets = vec![];
+            for (doc_ids, doc_targets) in tokenised {
+                ids.extend(doc_ids);
+                targets.extend(doc_targets);
+                if let Some(e) = eot {
+                    ids.push(e);
+                    targets.push(true);
+                }
             }
-            rows = stream
+            rows = ids
                 .chunks_exact(config.context)
-                .map(|c| Row {
+                .zip(targets.chunks_exact(config.context))
+                .map(|(c, t)| Row {
                     ids: c.to_vec(),
                     len: c.len(),
+                    targets: t.to_vec(),
                 })
                 .collect();
         } else {
-            for d in &docs {
-                let mut ids = tokenizer.encode(d, false)?;
+            for (mut ids, mut targets) in tokenised {
                 if ids.is_empty() {
                     continue;
                 }
                 ids.truncate(config.context);
+                targets.truncate(config.context);
                 let len = ids.len();
                 ids.resize(config.context, pad_id);
-                rows.push(Row { ids, len });
+                targets.resize(config.context, false);
+                rows.push(Row { ids, len, targets });
+            }
+        }
+        if need_targets {
+            let before = rows.len();
+            rows.retain(|r| r.targets.iter().any(|&t| t));
+            let dropped = before - rows.len();
+            if dropped > 0 {
+                bad.count += dropped;
+                bad.first.push(format!(
+                    "{dropped} row(s) without an assistant token within the context of {} tokens",
+                    config.context
+                ));
             }
         }
         if rows.len() < config.batch_size {
             return Err(Error::Invalid(format!(
                 "data: {} document(s) give {} row(s) of {} tokens, fewer than one batch of {} \
-                 ({} bad row(s) skipped)",
+                 ({} bad row(s) skipped{})",
                 docs.len(),
                 rows.len(),
                 config.context,
                 config.batch_size,
-                bad.count
+                bad.count,
+                bad.first
+                    .first()
+                    .map(|f| format!(", e.g. {f}"))
+                    .unwrap_or_default()
             )));
         }
         Ok(Self {
@@ -309,16 +419,19 @@ impl Dataset {
         let start = pos.batch as usize * bs;
         let mut ids = Vec::with_capacity(bs * t);
         let mut mask = Vec::with_capacity(bs * t);
+        let mut targets = Vec::with_capacity(bs * t);
         let mut tokens = 0;
         for &r in &order[start..start + bs] {
             let row = &self.rows[r];
             ids.extend(row.ids.iter().map(|&x| x as i64));
             mask.extend((0..t).map(|i| if i < row.len { 1.0f32 } else { 0.0 }));
+            targets.extend(row.targets.iter().map(|&x| if x { 1.0f32 } else { 0.0 }));
             tokens += row.len;
         }
         let batch = Batch {
             ids: Tensor::from_data(TensorData::new(ids, [bs, t]), device),
             mask: Tensor::from_data(TensorData::new(mask, [bs, t]), device),
+            target_mask: Tensor::from_data(TensorData::new(targets, [bs, t]), device),
             tokens,
         };
         let next = DataPosition {

@@ -1,6 +1,7 @@
 //! Staged distillation of a Qwen2 teacher into its ARWKV student (spec `ARWKV.md` §3–§6).
 
 pub mod data;
+pub mod dpo;
 pub mod loss;
 pub mod run;
 pub mod stage1;

@@ -19,6 +19,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::{DataConfig, DataPosition, Dataset};
+use super::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
 use super::loss::{AlignmentLoss, kl_divergence, next_token_cross_entropy};
 use super::stage1::alignment_losses;
 use crate::error::{Error, Result};
@@ -36,6 +37,10 @@ pub enum Stage {
     Align,
     /// Stage 2: word-level KL from teacher logits (also context extension at a longer context).
     Kl,
+    /// Stage 3: supervised fine-tuning, loss on assistant tokens (all tokens of plain text).
+    Sft,
+    /// Stage 3: DPO on `{prompt, chosen, rejected}` pairs against a frozen copy of the start.
+    Dpo,
 }
 
 /// Everything one run needs.
@@ -86,9 +91,19 @@ pub struct RunConfig {
     /// Stage 2: weight of the student's next-token CE added to the KL.
     #[serde(default)]
     pub ce_weight: f64,
-    /// Stage 2: stop gradients to the MLPs (the paper's frozen-MLP switch).
+    /// Stages 2–3: stop gradients to the MLPs (the paper's frozen-MLP switch).
     #[serde(default)]
     pub freeze_mlp: bool,
+    /// DPO: β.
+    #[serde(default = "default_beta")]
+    pub dpo_beta: f64,
+    /// DPO: label smoothing ε.
+    #[serde(default = "default_beta")]
+    pub label_smoothing: f64,
+}
+
+fn default_beta() -> f64 {
+    0.1
 }
 
 fn default_device() -> String {
@@ -161,6 +176,12 @@ pub struct StepMetrics {
     /// Stage 2: KL part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// DPO: fraction of pairs where the policy prefers the chosen answer more than the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference_accuracy: Option<f64>,
+    /// DPO: mean β·Δ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_margin: Option<f64>,
     /// Learning rate of the step.
     pub lr: f64,
     /// Global gradient norm before clipping.
@@ -204,6 +225,14 @@ impl Observer for TerminalProgress {
         }
         true
     }
+}
+
+/// The data a stage reads.
+enum Source {
+    /// Token rows (stages 1, 2, SFT).
+    Tokens(Dataset),
+    /// Preference pairs (DPO).
+    Pairs(PreferenceData),
 }
 
 /// `trainer_state.json` of a checkpoint.
@@ -332,20 +361,42 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
     )?;
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
-    let dataset = Dataset::load(
-        &cfg.data,
-        tokenizer,
-        teacher.chat_template.as_ref(),
-        cfg.seed,
-    )?;
-    if dataset.bad_rows.count > 0 {
+    let template = teacher.chat_template.as_ref();
+    let source = match cfg.stage {
+        Stage::Dpo => Source::Pairs(PreferenceData::load(
+            &cfg.data.files,
+            tokenizer,
+            template,
+            cfg.data.context,
+            cfg.data.batch_size,
+            cfg.seed,
+        )?),
+        _ => Source::Tokens(Dataset::load_for(
+            &cfg.data,
+            tokenizer,
+            template,
+            cfg.seed,
+            cfg.stage == Stage::Sft,
+        )?),
+    };
+    let bad = match &source {
+        Source::Tokens(d) => &d.bad_rows,
+        Source::Pairs(p) => &p.bad_rows,
+    };
+    if bad.count > 0 {
         eprintln!(
             "data: skipped {} bad row(s), e.g. {}",
-            dataset.bad_rows.count,
-            dataset.bad_rows.first.join("; ")
+            bad.count,
+            bad.first.join("; ")
         );
     }
     let teacher_model = teacher.model.clone().no_grad();
+    let initial_student = || -> Result<ArwkvForCausalLM> {
+        match &cfg.student {
+            Some(path) => Ok(PretrainedArwkv::load_weights_only(path, &device)?.model),
+            None => ArwkvForCausalLM::from_teacher(&teacher_model, &cfg.student_options),
+        }
+    };
 
     let resume_from = if resume {
         latest_checkpoint(&cfg.out)
@@ -359,18 +410,22 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
             let o = load_optimizer(cfg.optim.clone(), state.optimizer_step, dir, &device)?;
             (s, o, state.step, state.data)
         }
-        None => {
-            let s = match &cfg.student {
-                Some(path) => PretrainedArwkv::load_weights_only(path, &device)?.model,
-                None => ArwkvForCausalLM::from_teacher(&teacher_model, &cfg.student_options)?,
-            };
-            (s, AdamW::new(cfg.optim.clone()), 0, DataPosition::default())
-        }
+        None => (
+            initial_student()?,
+            AdamW::new(cfg.optim.clone()),
+            0,
+            DataPosition::default(),
+        ),
+    };
+    // DPO's reference is the run's starting point, also when resuming.
+    let reference = match cfg.stage {
+        Stage::Dpo => Some(initial_student()?.no_grad()),
+        _ => None,
     };
     student = match cfg.stage {
         Stage::Align => student.only_time_mixers_trainable(),
-        Stage::Kl if cfg.freeze_mlp => student.freeze_mlp(),
-        Stage::Kl => student,
+        _ if cfg.freeze_mlp => student.freeze_mlp(),
+        _ => student,
     };
     let mut schedule = cfg.schedule.clone();
     schedule.total_steps = cfg.steps;
@@ -394,38 +449,78 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         let t0 = Instant::now();
         let mut grads: Option<GradientsParams> = None;
         let (mut loss_sum, mut kl_sum, mut tokens) = (0.0, 0.0, 0usize);
+        let (mut acc_sum, mut margin_sum) = (0.0, 0.0);
         let mut per_layer_sum: Vec<f64> = vec![];
         for _ in 0..cfg.grad_accum {
-            let (batch, next) = dataset.batch(pos, &device);
-            pos = next;
-            tokens += batch.tokens;
-            let (loss, per_layer, kl) = match cfg.stage {
-                Stage::Align => {
-                    let l =
-                        alignment_losses(&teacher_model, &student, batch.ids, cfg.alignment_loss)?;
-                    let per: Vec<f64> = l
-                        .per_layer
-                        .iter()
-                        .map(|x| x.clone().into_scalar::<f64>())
-                        .collect();
-                    (l.loss, per, None)
-                }
-                Stage::Kl => {
-                    let teacher_logits = teacher_model.forward(batch.ids.clone(), None)?.detach();
-                    let logits = student.forward(batch.ids.clone(), None)?;
-                    let kl = kl_divergence(
-                        teacher_logits,
-                        logits.clone(),
-                        batch.mask.clone(),
-                        cfg.temperature,
+            let (loss, per_layer, kl) = match &source {
+                Source::Pairs(pairs) => {
+                    let (batch, next) = pairs.batch(pos, &device);
+                    pos = next;
+                    tokens += batch.tokens;
+                    let policy = sequence_logprobs(
+                        student.forward(batch.ids.clone(), None)?,
+                        batch.ids.clone(),
+                        batch.target_mask.clone(),
                     );
-                    let kl_value = kl.clone().into_scalar::<f64>();
-                    let loss = if cfg.ce_weight > 0.0 {
-                        kl + next_token_cross_entropy(logits, batch.ids, batch.mask) * cfg.ce_weight
-                    } else {
-                        kl
-                    };
-                    (loss, vec![], Some(kl_value))
+                    let reference = reference.as_ref().expect("DPO has a reference");
+                    let ref_logps = sequence_logprobs(
+                        reference.forward(batch.ids.clone(), None)?,
+                        batch.ids,
+                        batch.target_mask,
+                    );
+                    let d = dpo_loss(policy, ref_logps, cfg.dpo_beta, cfg.label_smoothing);
+                    acc_sum += d.accuracy;
+                    margin_sum += d.margin;
+                    (d.loss, vec![], None)
+                }
+                Source::Tokens(dataset) => {
+                    let (batch, next) = dataset.batch(pos, &device);
+                    pos = next;
+                    tokens += batch.tokens;
+                    match cfg.stage {
+                        Stage::Sft => {
+                            let logits = student.forward(batch.ids.clone(), None)?;
+                            (
+                                next_token_cross_entropy(logits, batch.ids, batch.target_mask),
+                                vec![],
+                                None,
+                            )
+                        }
+                        Stage::Align => {
+                            let l = alignment_losses(
+                                &teacher_model,
+                                &student,
+                                batch.ids,
+                                cfg.alignment_loss,
+                            )?;
+                            let per: Vec<f64> = l
+                                .per_layer
+                                .iter()
+                                .map(|x| x.clone().into_scalar::<f64>())
+                                .collect();
+                            (l.loss, per, None)
+                        }
+                        Stage::Kl => {
+                            let teacher_logits =
+                                teacher_model.forward(batch.ids.clone(), None)?.detach();
+                            let logits = student.forward(batch.ids.clone(), None)?;
+                            let kl = kl_divergence(
+                                teacher_logits,
+                                logits.clone(),
+                                batch.mask.clone(),
+                                cfg.temperature,
+                            );
+                            let kl_value = kl.clone().into_scalar::<f64>();
+                            let loss = if cfg.ce_weight > 0.0 {
+                                kl + next_token_cross_entropy(logits, batch.ids, batch.mask)
+                                    * cfg.ce_weight
+                            } else {
+                                kl
+                            };
+                            (loss, vec![], Some(kl_value))
+                        }
+                        Stage::Dpo => unreachable!("DPO reads preference pairs"),
+                    }
                 }
             };
             let value = loss.clone().into_scalar::<f64>();
@@ -471,6 +566,8 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
             loss: loss_sum / n,
             per_layer: per_layer_sum.iter().map(|x| x / n).collect(),
             kl: (cfg.stage == Stage::Kl).then_some(kl_sum / n),
+            preference_accuracy: (cfg.stage == Stage::Dpo).then_some(acc_sum / n),
+            reward_margin: (cfg.stage == Stage::Dpo).then_some(margin_sum / n),
             lr,
             grad_norm: stats.grad_norm,
             tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64(),
