@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// `(start, end)` byte offsets of a token in its text.
+pub type ByteSpan = (usize, usize);
+
 /// A Hugging Face tokenizer loaded from `tokenizer.json`.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -47,7 +50,7 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text` with each token's byte range in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteSpan>)> {
         let enc = self.inner.encode(text, false).map_err(|e| self.fail(e))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
