@@ -3,6 +3,7 @@
 pub mod data;
 pub mod dpo;
 pub mod loss;
+pub mod plot;
 pub mod run;
 pub mod stage1;
 

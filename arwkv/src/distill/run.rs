@@ -7,6 +7,7 @@
 //! ```text
 //! run.json                      the resolved config
 //! metrics.jsonl                 one line per optimiser step
+//! loss.html                     the curves (plotly, works offline), rewritten at each checkpoint
 //! checkpoints/step-000040/      student (rwkv_hybrid layout) + optimizer.safetensors + trainer_state.json
 //! student/                      the final student
 //! ```
@@ -579,6 +580,11 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         last = Some(m);
         if step % cfg.save_every == 0 || step == cfg.steps || !go_on {
             let dir = save_checkpoint(&cfg.out, step, &student, &teacher.dir, &opt, pos)?;
+            let all: Vec<StepMetrics> = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            super::plot::write_loss_page(&cfg.out, &all)?;
             observer.on_checkpoint(&dir);
         }
         if !go_on {
