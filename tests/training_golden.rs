@@ -224,3 +224,28 @@ fn dpo_loss_and_sequence_logprobs_match_torch() {
     let grad = policy.grad(&d.loss.backward()).unwrap();
     assert_close("dpo grad", &host(grad), &flat(&case["grad"]), 1e-4);
 }
+
+#[test]
+fn top_k_kl_matches_torch() {
+    use arwkv::distill::kl_divergence_top_k;
+    let g = golden();
+    let case = &g["kl"];
+    let device = Device::flex().autodiff();
+    let teacher = tensor::<3>(&case["teacher"], &device);
+    let student = tensor::<3>(&case["student"], &device).require_grad();
+    let mask = tensor::<2>(&case["mask"], &device);
+    let loss = kl_divergence_top_k(teacher, student.clone(), mask, 1.0, 4);
+    let value = host(loss.clone())[0];
+    let want = case["top4"]["loss"].as_f64().unwrap() as f32;
+    assert!(
+        (value - want).abs() < 1e-5 * want.abs(),
+        "top-4 KL: {value} vs {want}"
+    );
+    let grad = student.grad(&loss.backward()).unwrap();
+    assert_close(
+        "top-4 grad",
+        &host(grad),
+        &flat(&case["top4"]["grad"]),
+        1e-4,
+    );
+}

@@ -99,6 +99,35 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Build DPO pairs: the dataset's answer is chosen, a sample of the student is rejected.
+    DpoPairs {
+        /// Student folder.
+        #[arg(long)]
+        student: String,
+        /// Input JSONL: conversations ending in the answer, or {prompt, answer}.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Output JSONL of {prompt, chosen, rejected}.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Most tokens per sampled answer.
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Sampling temperature (reference: 0.7).
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        /// Top-k (reference: 40).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Top-p (reference: 0.9).
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f32,
+        /// Seed (row n uses seed + n).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
     /// Build an ARWKV student from a Qwen2 teacher and save it (rwkv_hybrid layout).
     BuildStudent {
         /// Teacher folder or hub id (org/name).
@@ -251,6 +280,47 @@ fn run(cli: Cli) -> Result<()> {
                 summary.steps,
                 summary.out.display()
             );
+        }
+        Command::DpoPairs {
+            student,
+            input,
+            out,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            device,
+        } => {
+            let device = device.device()?;
+            let student = arwkv::student::PretrainedArwkv::load(&student, &device)?;
+            let config = GenerationConfig {
+                max_new_tokens,
+                sampling: SamplingConfig {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                },
+                stop_ids: student.stop_ids(),
+            };
+            let (written, bad) = arwkv::distill::pairs::build_dpo_pairs(
+                &student,
+                &input,
+                &out,
+                &config,
+                &device,
+                |n| eprint!("\rpairs: {n}"),
+            )?;
+            eprintln!();
+            if bad.count > 0 {
+                eprintln!(
+                    "skipped {} bad row(s), e.g. {}",
+                    bad.count,
+                    bad.first.join("; ")
+                );
+            }
+            println!("wrote {written} pair(s) to {}", out.display());
         }
         Command::BuildStudent {
             teacher,

@@ -617,3 +617,64 @@ fn build_student_then_generate_logits_and_inspect_with_it() {
         &["hidden_size 48 is not a multiple of the RWKV head size 64"],
     );
 }
+
+#[test]
+fn dpo_pairs_take_the_answer_as_chosen_and_a_student_sample_as_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let student = dir.path().join("student");
+    let out = arwkv(
+        &[
+            "build-student",
+            "--teacher",
+            fixture("tied-gqa2-f32").to_str().unwrap(),
+            "--out",
+            student.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n\
+         {\"prompt\": \"Count\", \"answer\": \"1 2 3\"}\n\
+         {\"prompt\": \"no answer\"}\n",
+    )
+    .unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let run = || {
+        arwkv(
+            &[
+                "dpo-pairs",
+                "--student",
+                student.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--out",
+                pairs.to_str().unwrap(),
+                "--max-new-tokens",
+                "5",
+            ],
+            &[],
+        )
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipped 1 bad row(s)") && stderr(&out).contains("in.jsonl:3"));
+    let text = std::fs::read_to_string(&pairs).unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["prompt"], "Hi");
+    assert_eq!(rows[0]["chosen"], "Hello!");
+    assert_eq!(rows[1]["chosen"], "1 2 3");
+    assert!(rows.iter().all(|r| r["rejected"].is_string()));
+    assert!(run().status.success());
+    assert_eq!(
+        std::fs::read_to_string(&pairs).unwrap(),
+        text,
+        "the same seed samples the same answers"
+    );
+}

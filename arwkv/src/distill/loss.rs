@@ -59,6 +59,32 @@ pub fn kl_divergence(
     (kl * mask.clone()).sum() / (mask.sum() + 1e-6) * (temperature * temperature)
 }
 
+/// Stage-2 KL restricted to the teacher's `k` most likely tokens per position: the teacher's
+/// distribution renormalised over its top k, against the student's full-vocabulary log-probabilities
+/// of those tokens (sparse KD; cheaper to store, ignores the teacher's tail).
+pub fn kl_divergence_top_k(
+    teacher_logits: Tensor<3>,
+    student_logits: Tensor<3>,
+    mask: Tensor<2>,
+    temperature: f64,
+    k: usize,
+) -> Tensor<1> {
+    let [b, t, v] = student_logits.dims();
+    let [_, _, vt] = teacher_logits.dims();
+    let teacher_logits = if vt > v {
+        teacher_logits.slice([0..b, 0..t, 0..v])
+    } else {
+        teacher_logits
+    };
+    let (values, indices) = teacher_logits.topk_with_indices(k.clamp(1, v), 2);
+    let log_pt = log_softmax(values / temperature, 2);
+    let log_ps = log_softmax(student_logits / temperature, 2).gather(2, indices);
+    let kl = (log_pt.clone().exp() * (log_pt - log_ps))
+        .sum_dim(2)
+        .reshape([b, t]);
+    (kl * mask.clone()).sum() / (mask.sum() + 1e-6) * (temperature * temperature)
+}
+
 /// Mean next-token cross-entropy: logits `[B, T, V]` at t score `ids[t + 1]`; `target_mask`
 /// `[B, T]` says which ids count as targets (position 0 is never one).
 pub fn next_token_cross_entropy(

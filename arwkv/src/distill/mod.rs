@@ -3,8 +3,11 @@
 pub mod data;
 pub mod dpo;
 pub mod loss;
+pub mod pairs;
 pub mod plot;
 pub mod run;
 pub mod stage1;
 
-pub use loss::{AlignmentLoss, alignment_loss, kl_divergence, next_token_cross_entropy};
+pub use loss::{
+    AlignmentLoss, alignment_loss, kl_divergence, kl_divergence_top_k, next_token_cross_entropy,
+};

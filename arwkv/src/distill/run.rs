@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{DataConfig, DataPosition, Dataset};
 use super::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
-use super::loss::{AlignmentLoss, kl_divergence, next_token_cross_entropy};
+use super::loss::{AlignmentLoss, kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
 use super::stage1::alignment_losses;
 use crate::error::{Error, Result};
 use crate::save::{NamedTensor, save_safetensors, write_atomic};
@@ -89,6 +89,9 @@ pub struct RunConfig {
     /// Stage 2: softmax temperature of the KL.
     #[serde(default = "one_f")]
     pub temperature: f64,
+    /// Stage 2: restrict the KL to the teacher's k most likely tokens (absent: full vocabulary).
+    #[serde(default)]
+    pub kl_top_k: Option<usize>,
     /// Stage 2: weight of the student's next-token CE added to the KL.
     #[serde(default)]
     pub ce_weight: f64,
@@ -505,12 +508,21 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
                             let teacher_logits =
                                 teacher_model.forward(batch.ids.clone(), None)?.detach();
                             let logits = student.forward(batch.ids.clone(), None)?;
-                            let kl = kl_divergence(
-                                teacher_logits,
-                                logits.clone(),
-                                batch.mask.clone(),
-                                cfg.temperature,
-                            );
+                            let kl = match cfg.kl_top_k {
+                                Some(k) => kl_divergence_top_k(
+                                    teacher_logits,
+                                    logits.clone(),
+                                    batch.mask.clone(),
+                                    cfg.temperature,
+                                    k,
+                                ),
+                                None => kl_divergence(
+                                    teacher_logits,
+                                    logits.clone(),
+                                    batch.mask.clone(),
+                                    cfg.temperature,
+                                ),
+                            };
                             let kl_value = kl.clone().into_scalar::<f64>();
                             let loss = if cfg.ce_weight > 0.0 {
                                 kl + next_token_cross_entropy(logits, batch.ids, batch.mask)
