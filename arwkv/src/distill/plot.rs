@@ -35,6 +35,7 @@ pub fn loss_figure(metrics: &[StepMetrics]) -> Plot {
         Some(Stage::Kl) => "KL(teacher ‖ student) loss",
         Some(Stage::Sft) => "SFT cross-entropy",
         Some(Stage::Dpo) => "DPO loss",
+        Some(Stage::Pretrain) => "pretraining cross-entropy",
         None => "loss",
     };
     let loss: Vec<f64> = metrics.iter().map(|m| m.loss).collect();

@@ -34,6 +34,8 @@ use crate::weights::Checkpoint;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Stage 0: pretraining a teacher from scratch (`arwkv pretrain`, not a distillation run).
+    Pretrain,
     /// Stage 1: per-layer alignment of time-mixer outputs to attention outputs (teacher forcing).
     Align,
     /// Stage 2: word-level KL from teacher logits (also context extension at a longer context).
@@ -353,6 +355,11 @@ pub struct RunSummary {
 /// Runs (or resumes, when `resume` and the run directory has a checkpoint) the configured stage.
 pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
+    if cfg.stage == Stage::Pretrain {
+        return Err(Error::Invalid(
+            "run config: stage \"pretrain\" is run by `arwkv pretrain`".into(),
+        ));
+    }
     let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
         .device()?
         .autodiff();
@@ -532,7 +539,9 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
                             };
                             (loss, vec![], Some(kl_value))
                         }
-                        Stage::Dpo => unreachable!("DPO reads preference pairs"),
+                        Stage::Dpo | Stage::Pretrain => {
+                            unreachable!("DPO reads pairs; pretraining is refused above")
+                        }
                     }
                 }
             };

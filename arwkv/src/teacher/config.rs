@@ -129,6 +129,38 @@ impl Qwen2Config {
         embed + head + self.num_hidden_layers * layer + c
     }
 
+    /// `config.json` as transformers writes it for Qwen2 (classic keys).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": null,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "use_sliding_window": false,
+            "sliding_window": null,
+            "max_window_layers": self.num_hidden_layers,
+            "attention_dropout": 0.0,
+            "use_cache": true,
+            "torch_dtype": "float32",
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": match self.eos_token_ids.as_slice() {
+                [one] => serde_json::json!(one),
+                many => serde_json::json!(many),
+            },
+        })
+    }
+
     /// How many query heads share one key/value head.
     pub fn gqa_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads

@@ -298,6 +298,56 @@ impl Qwen2ForCausalLM {
         })
     }
 
+    /// Every parameter with its Hugging Face name.
+    pub fn named_tensors(&self) -> Vec<crate::save::NamedTensor> {
+        use crate::save::NamedTensor;
+        let mut out = vec![NamedTensor::D2(
+            "model.embed_tokens.weight".into(),
+            self.model.embed_tokens.weight.val(),
+        )];
+        let linear = |out: &mut Vec<NamedTensor>, name: String, l: &Linear| {
+            out.push(NamedTensor::D2(format!("{name}.weight"), l.weight.val()));
+            if let Some(b) = &l.bias {
+                out.push(NamedTensor::D1(format!("{name}.bias"), b.val()));
+            }
+        };
+        for (i, l) in self.model.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push(NamedTensor::D1(
+                format!("{p}.input_layernorm.weight"),
+                l.input_layernorm.weight.val(),
+            ));
+            let a = &l.self_attn;
+            for (n, lin) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
+                linear(&mut out, format!("{p}.self_attn.{n}"), lin);
+            }
+            out.push(NamedTensor::D1(
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.weight.val(),
+            ));
+            for (n, lin) in [
+                ("gate_proj", &l.mlp.gate_proj),
+                ("up_proj", &l.mlp.up_proj),
+                ("down_proj", &l.mlp.down_proj),
+            ] {
+                linear(&mut out, format!("{p}.mlp.{n}"), lin);
+            }
+        }
+        out.push(NamedTensor::D1(
+            "model.norm.weight".into(),
+            self.model.norm.weight.val(),
+        ));
+        if let Some(head) = &self.lm_head {
+            linear(&mut out, "lm_head".into(), head);
+        }
+        out
+    }
+
     /// A model of this config with N(0, 0.02²) weights (benchmarks, tests, pretraining from scratch).
     pub fn random(config: Qwen2Config, device: &Device) -> Self {
         let c = config.hidden_size;

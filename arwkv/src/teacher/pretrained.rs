@@ -78,3 +78,25 @@ impl PretrainedQwen2 {
         crate::tokenizer::stop_ids(&self.model.config.eos_token_ids, self.tokenizer.as_ref())
     }
 }
+
+/// Writes a Qwen2 model into `dir` in Hugging Face layout: `config.json` (classic keys) and
+/// `model.safetensors` (f32), plus the text files of `assets_from`.
+pub fn save_pretrained(
+    model: &Qwen2ForCausalLM,
+    dir: &std::path::Path,
+    assets_from: Option<&std::path::Path>,
+) -> Result<()> {
+    use crate::save::{DEFAULT_MAX_SHARD_BYTES, save_safetensors, write_atomic};
+    save_safetensors(dir, &model.named_tensors(), DEFAULT_MAX_SHARD_BYTES)?;
+    if let Some(src) = assets_from {
+        for name in crate::student::pretrained::TEXT_FILES {
+            let from = src.join(name);
+            if from.is_file() && src != dir {
+                let bytes = std::fs::read(&from).map_err(|e| crate::error::Error::io(&from, e))?;
+                write_atomic(&dir.join(name), &bytes)?;
+            }
+        }
+    }
+    let config = serde_json::to_string_pretty(&model.config.to_json()).expect("config serialises");
+    write_atomic(&dir.join("config.json"), config.as_bytes())
+}

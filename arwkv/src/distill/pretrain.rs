@@ -1,0 +1,197 @@
+//! Stage 0: pretraining a small Qwen2 teacher from scratch on a corpus (the embedded default's
+//! teacher), with the same data, optimiser, metrics and loss page as the distillation stages; the
+//! result is a Hugging Face Qwen2 folder that loads like any hub Qwen2.5.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::data::{DataConfig, DataPosition, Dataset};
+use super::loss::next_token_cross_entropy;
+use super::run::{Observer, Stage, StepMetrics};
+use crate::error::{Error, Result};
+use crate::save::write_atomic;
+use crate::teacher::{Qwen2Config, Qwen2ForCausalLM, save_pretrained};
+use crate::tokenizer::TextTokenizer;
+use crate::train::{AdamW, AdamWConfig, LrSchedule};
+
+/// The shape of the model to pretrain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShape {
+    /// Width C.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA).
+    pub num_key_value_heads: usize,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Longest position.
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+}
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_positions() -> usize {
+    4096
+}
+
+/// A pretraining run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Folder with `tokenizer.json` (+ `tokenizer_config.json` with the chat template).
+    pub tokenizer: PathBuf,
+    /// Output folder (the model) — metrics and the loss page go beside it in `<out>-run/`.
+    pub out: PathBuf,
+    /// Backend.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Seed of the initial weights and of the data order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Model shape.
+    pub model: ModelShape,
+    /// Data.
+    pub data: DataConfig,
+    /// Optimiser.
+    #[serde(default)]
+    pub optim: AdamWConfig,
+    /// Schedule (`total_steps` is set to `steps`).
+    #[serde(default)]
+    pub schedule: LrSchedule,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+impl PretrainConfig {
+    /// Reads a TOML config.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = crate::error::read_to_string(path)?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.into(),
+            key: e
+                .span()
+                .map(|s| format!("bytes {}..{}", s.start, s.end))
+                .unwrap_or_default(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+/// Pretrains and saves the teacher; returns the last step's metrics.
+pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Option<StepMetrics>> {
+    if cfg.steps == 0 {
+        return Err(Error::Invalid("pretrain: steps must be at least 1".into()));
+    }
+    let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
+        .device()?
+        .autodiff();
+    let tokenizer = TextTokenizer::from_file(&cfg.tokenizer.join("tokenizer.json"))?;
+    let eos: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
+    let m = &cfg.model;
+    if m.num_attention_heads == 0
+        || m.num_key_value_heads == 0
+        || m.hidden_size % m.num_attention_heads != 0
+        || m.num_attention_heads % m.num_key_value_heads != 0
+    {
+        return Err(Error::Invalid(format!(
+            "pretrain: inconsistent head counts in {m:?}"
+        )));
+    }
+    let config = Qwen2Config {
+        vocab_size: tokenizer.vocab_size(),
+        hidden_size: m.hidden_size,
+        intermediate_size: m.intermediate_size,
+        num_hidden_layers: m.num_hidden_layers,
+        num_attention_heads: m.num_attention_heads,
+        num_key_value_heads: m.num_key_value_heads,
+        head_dim: m.hidden_size / m.num_attention_heads,
+        max_position_embeddings: m.max_position_embeddings,
+        rms_norm_eps: 1e-6,
+        rope_theta: m.rope_theta,
+        tie_word_embeddings: true,
+        dtype: Some("float32".into()),
+        eos_token_ids: eos,
+        bos_token_id: None,
+    };
+    let dataset = Dataset::load(&cfg.data, &tokenizer, None, cfg.seed)?;
+    device.seed(cfg.seed);
+    let mut model = Qwen2ForCausalLM::random(config, &device);
+    let mut opt = AdamW::new(cfg.optim.clone());
+    let mut schedule = cfg.schedule.clone();
+    schedule.total_steps = cfg.steps;
+    let run_dir = cfg.out.with_file_name(format!(
+        "{}-run",
+        cfg.out
+            .file_name()
+            .map_or("teacher".into(), |n| n.to_string_lossy().into_owned())
+    ));
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let mut lines = vec![];
+    let mut all = vec![];
+    let mut pos = DataPosition::default();
+    let started = Instant::now();
+    for step in 0..cfg.steps {
+        let t0 = Instant::now();
+        let (batch, next) = dataset.batch(pos, &device);
+        pos = next;
+        let logits = model.forward(batch.ids.clone(), None)?;
+        let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
+        let value = loss.clone().into_scalar::<f64>();
+        if !value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "pretrain: the loss became {value} at step {}; stopped",
+                step + 1
+            )));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = schedule.lr_at(step);
+        let (next_model, stats) = opt.step(model, grads, lr);
+        model = next_model;
+        let metrics = StepMetrics {
+            stage: Stage::Pretrain,
+            step: step + 1,
+            loss: value,
+            per_layer: vec![],
+            kl: None,
+            preference_accuracy: None,
+            reward_margin: None,
+            lr,
+            grad_norm: stats.grad_norm,
+            tokens_per_s: batch.tokens as f64 / t0.elapsed().as_secs_f64(),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        lines.push(serde_json::to_string(&metrics).expect("metrics serialise"));
+        all.push(metrics.clone());
+        let go_on = observer.on_step(&metrics, cfg.steps);
+        if !go_on {
+            break;
+        }
+    }
+    write_atomic(
+        &run_dir.join("metrics.jsonl"),
+        (lines.join("\n") + "\n").as_bytes(),
+    )?;
+    super::plot::write_loss_page(&run_dir, &all)?;
+    save_pretrained(&model.clone().no_grad(), &cfg.out, Some(&cfg.tokenizer))?;
+    Ok(all.pop())
+}
