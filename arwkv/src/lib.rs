@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bpe;
 pub mod chat;
+pub mod checksums;
 pub mod corpus;
 pub mod device;
 pub mod distill;

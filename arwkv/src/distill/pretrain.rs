@@ -110,8 +110,8 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
     let m = &cfg.model;
     if m.num_attention_heads == 0
         || m.num_key_value_heads == 0
-        || m.hidden_size % m.num_attention_heads != 0
-        || m.num_attention_heads % m.num_key_value_heads != 0
+        || !m.hidden_size.is_multiple_of(m.num_attention_heads)
+        || !m.num_attention_heads.is_multiple_of(m.num_key_value_heads)
     {
         return Err(Error::Invalid(format!(
             "pretrain: inconsistent head counts in {m:?}"

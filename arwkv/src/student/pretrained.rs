@@ -53,6 +53,7 @@ impl PretrainedArwkv {
 
     fn load_parts(model: &str, device: &Device, with_text: bool) -> Result<Self> {
         let dir = crate::hub::resolve_model(model)?;
+        crate::checksums::verify_folder(&dir)?;
         let config = ArwkvConfig::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open_dir(&dir)?;
         let net = ArwkvForCausalLM::load(config, &ck, device)?;

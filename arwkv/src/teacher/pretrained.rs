@@ -39,6 +39,7 @@ impl PretrainedQwen2 {
 
     fn load_parts(model: &str, device: &Device, with_text: bool) -> Result<Self> {
         let dir = crate::hub::resolve_model(model)?;
+        crate::checksums::verify_folder(&dir)?;
         let config = Qwen2Config::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open_dir(&dir)?;
         let net = Qwen2ForCausalLM::load(config, &ck, device)?;
