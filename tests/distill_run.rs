@@ -245,3 +245,104 @@ fn sft_and_dpo_stages_train_from_a_student() {
     );
     assert!(last.preference_accuracy.unwrap() > 0.5, "{last:?}");
 }
+
+#[test]
+fn the_tiny_preset_runs_end_to_end_when_shortened() {
+    use arwkv::distill::preset::run_preset;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_preset("tiny", dir.path(), 0.02, &mut Quiet).unwrap();
+    assert_eq!(
+        summary.heldout.len(),
+        2,
+        "students after stage 2 and after stage 3"
+    );
+    for (label, h) in &summary.heldout {
+        assert!(h.tokens >= 500, "{label}: {h:?}");
+        for v in [
+            h.teacher_perplexity,
+            h.student_perplexity,
+            h.mean_kl,
+            h.top1_agreement,
+        ] {
+            assert!(v.is_finite() && v >= 0.0, "{label}: {h:?}");
+        }
+        assert!(
+            h.teacher_perplexity < 4096.0,
+            "the committed teacher has learned something: {h:?}"
+        );
+    }
+    let stages: Vec<&str> = summary.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages.len(), 5, "{stages:?}");
+    assert!(summary.stages[4].preference_accuracy.is_some());
+    let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    for needle in [
+        "attention alignment",
+        "KL distillation",
+        "context extension",
+        "SFT",
+        "DPO",
+        "perplexity ratio",
+    ] {
+        assert!(page.contains(needle), "index.html lacks {needle}");
+    }
+    for student in ["stage2-kl", "stage3-extend", "stage3-sft", "stage3-dpo"] {
+        assert!(
+            dir.path()
+                .join(student)
+                .join("student/config.json")
+                .is_file(),
+            "{student}"
+        );
+    }
+    // Stage-3 data: SFT conversations and DPO pairs whose rejected side the student wrote.
+    let sft = std::fs::read_to_string(dir.path().join("data/sft.jsonl")).unwrap();
+    assert_eq!(sft.lines().count(), 12);
+    let pairs = std::fs::read_to_string(dir.path().join("data/dpo.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(pairs.lines().next().unwrap()).unwrap();
+    assert!(first["prompt"].as_str().unwrap().contains("Reply as"));
+    assert!(first["chosen"].is_string() && first["rejected"].is_string());
+    let e = run_preset("huge", dir.path(), 1.0, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown preset `huge`"), "{e}");
+}
+
+#[test]
+fn the_gpu_preset_names_a_hub_teacher_and_scales_like_the_tiny_one() {
+    use arwkv::distill::preset::preset_plan;
+    let big = preset_plan("qwen2.5-0.5b").unwrap();
+    assert_eq!(big.teacher, "Qwen/Qwen2.5-0.5B-Instruct");
+    let tiny = preset_plan("tiny").unwrap();
+    assert_eq!(tiny.device, "cpu");
+    let short = tiny.clone().scaled(0.1);
+    assert_eq!((short.align.steps, short.kl.steps), (15, 30));
+    assert!(short.sft_rows >= 8 && short.heldout_tokens >= 512);
+}
+
+#[test]
+fn the_embedded_teacher_is_checksummed_and_a_corrupted_copy_is_refused() {
+    use arwkv::distill::preset::tiny_assets;
+    use arwkv::teacher::PretrainedQwen2;
+    let teacher = tiny_assets().join("teacher");
+    assert!(teacher.join("SHA256SUMS").is_file());
+    let device = burn::prelude::Device::flex();
+    PretrainedQwen2::load(teacher.to_str().unwrap(), &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&teacher).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let model = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&model, bytes).unwrap();
+    let e = PretrainedQwen2::load(dir.path().to_str().unwrap(), &device)
+        .err()
+        .expect("a corrupted teacher must not load")
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("checksum mismatch"),
+        "{e}"
+    );
+}

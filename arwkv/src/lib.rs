@@ -13,6 +13,7 @@ pub mod corpus;
 pub mod device;
 pub mod distill;
 pub mod error;
+pub mod eval;
 pub mod generation;
 pub mod hub;
 pub mod nn;

@@ -90,11 +90,18 @@ enum Command {
         #[arg(long)]
         model: String,
     },
-    /// Run a distillation stage from a run config (TOML or JSON); see docs/DISTILL.md.
+    /// Run a distillation stage from a run config (TOML or JSON), or a whole preset job; see
+    /// docs/DISTILL.md.
     Distill {
         /// The run config.
+        #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+        config: Option<std::path::PathBuf>,
+        /// A named end-to-end job: `tiny` = the embedded default (CPU, minutes).
         #[arg(long)]
-        config: std::path::PathBuf,
+        preset: Option<String>,
+        /// Run directory of a preset job.
+        #[arg(long, default_value = "runs/tiny")]
+        out: std::path::PathBuf,
         /// Continue from the newest checkpoint in the run directory.
         #[arg(long)]
         resume: bool,
@@ -158,6 +165,46 @@ enum Command {
         /// Seed (row n uses seed + n).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+    /// Evaluate models on local task files: perplexity (.txt), multiple choice (MMLU / ARC /
+    /// WinoGrande / generic JSONL) and generative exact match (GSM8K / {prompt, target} JSONL).
+    /// With --teacher, prints a Table-1-shaped teacher vs model comparison.
+    Eval {
+        /// Model folder or hub id (teacher or student).
+        #[arg(long)]
+        model: String,
+        /// Reference teacher: evaluated too, first column; KL and agreement on perplexity tasks.
+        #[arg(long)]
+        teacher: Option<String>,
+        /// Task file (repeatable): .txt (perplexity) or .jsonl rows.
+        #[arg(long = "task", required = true)]
+        tasks: Vec<std::path::PathBuf>,
+        /// Solved examples before every question.
+        #[arg(long, default_value_t = 0)]
+        num_fewshot: usize,
+        /// Where the examples come from (default: the first rows of each task, then not scored).
+        #[arg(long)]
+        fewshot_file: Option<std::path::PathBuf>,
+        /// Score at most this many items per task.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Sequences per forward.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Perplexity window and longest scored input, in tokens.
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// Longest generation of generative tasks.
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Do not wrap generative prompts in the chat template.
+        #[arg(long)]
+        no_chat: bool,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
         #[command(flatten)]
         device: DeviceArg,
     },
@@ -300,7 +347,25 @@ fn run(cli: Cli) -> Result<()> {
             let device = BackendKind::Cpu.device()?;
             print!("{}", Pretrained::load(&model, &device)?.describe());
         }
-        Command::Distill { config, resume } => {
+        Command::Distill {
+            preset: Some(name),
+            out,
+            ..
+        } => {
+            let summary = arwkv::distill::preset::run_preset(
+                &name,
+                &out,
+                1.0,
+                &mut arwkv::distill::run::TerminalProgress,
+            )?;
+            println!("{}", summary.to_markdown());
+            println!("run directory: {} (open index.html)", out.display());
+        }
+        Command::Distill {
+            config: Some(config),
+            resume,
+            ..
+        } => {
             let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
             let summary =
                 arwkv::distill::run::run(&cfg, resume, &mut arwkv::distill::run::TerminalProgress)?;
@@ -314,6 +379,7 @@ fn run(cli: Cli) -> Result<()> {
                 summary.out.display()
             );
         }
+        Command::Distill { .. } => unreachable!("clap requires --config or --preset"),
         Command::Corpus {
             from,
             out,
@@ -342,6 +408,62 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&m)?);
             }
             println!("saved the teacher to {}", cfg.out.display());
+        }
+        Command::Eval {
+            model,
+            teacher,
+            tasks,
+            num_fewshot,
+            fewshot_file,
+            limit,
+            batch,
+            context,
+            max_new_tokens,
+            no_chat,
+            json,
+            device,
+        } => {
+            use arwkv::eval::{EvalOptions, evaluate, load_task, task::TaskOptions};
+            let device = device.device()?;
+            let task_options = TaskOptions {
+                num_fewshot,
+                fewshot_file,
+                limit,
+            };
+            let tasks = tasks
+                .iter()
+                .map(|t| load_task(t, &task_options))
+                .collect::<arwkv::Result<Vec<_>>>()?;
+            let mut loaded = vec![];
+            if let Some(t) = &teacher {
+                loaded.push(("teacher".to_string(), Pretrained::load(t, &device)?));
+            }
+            let label = if teacher.is_some() {
+                "model"
+            } else {
+                model.as_str()
+            };
+            loaded.push((label.to_string(), Pretrained::load(&model, &device)?));
+            let models: Vec<(&str, &Pretrained)> =
+                loaded.iter().map(|(l, m)| (l.as_str(), m)).collect();
+            let options = EvalOptions {
+                batch,
+                context,
+                max_new_tokens,
+                chat: !no_chat,
+                ..Default::default()
+            };
+            let report = evaluate(&models, &tasks, &options, &device, &mut |p| {
+                eprint!("\r{} · {}: {}/{}   ", p.model, p.task, p.done, p.total)
+            })?;
+            eprintln!();
+            if let Some(path) = json {
+                arwkv::save::write_atomic(
+                    &path,
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+            }
+            println!("{}", report.to_markdown());
         }
         Command::DpoPairs {
             student,

@@ -63,6 +63,47 @@ impl Pretrained {
         }
     }
 
+    /// Logits `[B, T, V]` of ids `[B, T]`, one parallel forward.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Result<Tensor<3>> {
+        match self {
+            Self::Teacher(t) => t.model.forward(ids, None),
+            Self::Student(s) => s.model.forward(ids, None),
+        }
+    }
+
+    /// Greedy continuation of `prompt` until a stop id or stop string (evaluation).
+    pub fn greedy_until(
+        &self,
+        tokenizer: &TextTokenizer,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        stop_ids: &[u32],
+        stops: &[&str],
+        device: &Device,
+    ) -> Result<String> {
+        use crate::eval::generative::greedy_until;
+        match self {
+            Self::Teacher(t) => greedy_until(
+                &t.model,
+                tokenizer,
+                prompt,
+                max_new_tokens,
+                stop_ids,
+                stops,
+                device,
+            ),
+            Self::Student(s) => greedy_until(
+                &s.model,
+                tokenizer,
+                prompt,
+                max_new_tokens,
+                stop_ids,
+                stops,
+                device,
+            ),
+        }
+    }
+
     /// Generates after `prompt` (KV cache for a teacher, recurrent state for a student).
     pub fn generate(
         &self,

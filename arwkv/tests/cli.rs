@@ -770,3 +770,85 @@ fn corpus_tokenizer_and_pretraining_make_a_teacher_that_loads_like_a_hub_qwen() 
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn eval_compares_teacher_and_student_in_a_table_and_names_bad_rows() {
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny/teacher");
+    let dir = tempfile::tempdir().unwrap();
+    let student = dir.path().join("student");
+    let out = arwkv(
+        &[
+            "build-student",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--out",
+            student.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = dir.path().join("heldout.txt");
+    let heldout = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny/corpus/heldout.txt"),
+    )
+    .unwrap();
+    std::fs::write(&text, &heldout[..6000]).unwrap();
+    let mc = dir.path().join("mmlu.jsonl");
+    std::fs::write(
+        &mc,
+        "{\"question\": \"Who wrote The Tempest?\", \"choices\": [\"Shakespeare\", \"Milton\"], \"answer\": 0}\n\
+         {\"question\": \"broken\", \"choices\": [\"a\"], \"answer\": 0}\n\
+         {\"question\": \"Who is Prospero's daughter?\", \"choices\": [\"Juliet\", \"Miranda\"], \"answer\": \"B\"}\n",
+    )
+    .unwrap();
+    let json = dir.path().join("report.json");
+    let out = arwkv(
+        &[
+            "eval",
+            "--model",
+            student.to_str().unwrap(),
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--task",
+            text.to_str().unwrap(),
+            "--task",
+            mc.to_str().unwrap(),
+            "--context",
+            "128",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| model | heldout (perplexity) | mmlu (acc) | tokens/s |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| teacher |") && table.contains("| model |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("kl_vs_first") && table.contains("top5_agreement"),
+        "{table}"
+    );
+    assert!(
+        table.contains("mmlu.jsonl:2: `choices` needs at least two options"),
+        "{table}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["tasks"][1]["items"], 2);
+    expect_error(
+        &[
+            "eval",
+            "--model",
+            teacher.to_str().unwrap(),
+            "--task",
+            "/nonexistent/task.jsonl",
+        ],
+        &[],
+        &["/nonexistent/task.jsonl"],
+    );
+}

@@ -1,10 +1,12 @@
 //! Staged distillation of a Qwen2 teacher into its ARWKV student (spec `ARWKV.md` §3–§6).
 
 pub mod data;
+pub mod dialogue_tasks;
 pub mod dpo;
 pub mod loss;
 pub mod pairs;
 pub mod plot;
+pub mod preset;
 pub mod pretrain;
 pub mod run;
 pub mod stage1;
