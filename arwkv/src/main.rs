@@ -208,6 +208,22 @@ enum Command {
         #[command(flatten)]
         device: DeviceArg,
     },
+    /// Cut evaluation tasks from a play (next speaker and reply, multiple choice and generative)
+    /// into OUT/{next-speaker,reply,next-speaker-gen}.jsonl for `arwkv eval`.
+    MakeTasks {
+        /// Play text (speaker headings such as `PROSPERO.` before each speech).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Rows per task at most.
+        #[arg(long, default_value_t = 200)]
+        items: usize,
+        /// Seed of the order and the distractors.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Build an ARWKV student from a Qwen2 teacher and save it (rwkv_hybrid layout).
     BuildStudent {
         /// Teacher folder or hub id (org/name).
@@ -464,6 +480,29 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
             }
             println!("{}", report.to_markdown());
+        }
+        Command::MakeTasks {
+            from,
+            out,
+            items,
+            seed,
+        } => {
+            let text = std::fs::read_to_string(&from)
+                .with_context(|| format!("reading {}", from.display()))?;
+            let tasks = arwkv::distill::dialogue_tasks::dialogue_eval_tasks(&text, items, seed);
+            if tasks.next_speaker_generate.is_empty() {
+                bail!("{}: no exchanges between two speakers found", from.display());
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, rows) in [
+                ("next-speaker.jsonl", &tasks.next_speaker_choice),
+                ("reply.jsonl", &tasks.reply_choice),
+                ("next-speaker-gen.jsonl", &tasks.next_speaker_generate),
+            ] {
+                let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+                arwkv::save::write_atomic(&out.join(name), text.as_bytes())?;
+                println!("{}: {} rows", out.join(name).display(), rows.len());
+            }
         }
         Command::DpoPairs {
             student,

@@ -130,6 +130,70 @@ pub fn dialogue_tasks(text: &str, n_sft: usize, n_dpo: usize, seed: u64) -> Dial
     DialogueTasks { sft, dpo }
 }
 
+/// Evaluation rows (for `arwkv eval`) cut from a held-out play, in the task formats of
+/// `eval::task`: four-way multiple choice of the next speaker and of the reply, and the next
+/// speaker as a generative exact-match task.
+pub struct DialogueEvalTasks {
+    /// `{query, choices, gold}`: which of four speakers of the play speaks next.
+    pub next_speaker_choice: Vec<Value>,
+    /// `{query, choices, gold}`: which of four replies (three from elsewhere in the play) follows.
+    pub reply_choice: Vec<Value>,
+    /// `{prompt, target}`: the next speaker's name, generated.
+    pub next_speaker_generate: Vec<Value>,
+}
+
+/// Builds up to `n` rows of each evaluation task from `text`, distractors drawn with `seed`.
+pub fn dialogue_eval_tasks(text: &str, n: usize, seed: u64) -> DialogueEvalTasks {
+    use rand::Rng;
+    let speeches = parse_speeches(text);
+    let mut pairs = exchanges(&speeches);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    pairs.shuffle(&mut rng);
+    pairs.truncate(n);
+    let mut cast: Vec<&str> = speeches.iter().map(|s| s.speaker.as_str()).collect();
+    cast.sort_unstable();
+    cast.dedup();
+    let replies: Vec<String> = exchanges(&speeches).iter().map(|(_, b)| reply_answer(b)).collect();
+    let mut out = DialogueEvalTasks {
+        next_speaker_choice: vec![],
+        reply_choice: vec![],
+        next_speaker_generate: vec![],
+    };
+    // Four distinct options with the right one at a random place.
+    let four = |right: String, pool: &[String], rng: &mut rand::rngs::StdRng| {
+        let mut options = vec![right.clone()];
+        for _ in 0..100 {
+            if options.len() == 4 {
+                break;
+            }
+            let pick = pool[rng.random_range(0..pool.len())].clone();
+            if !options.contains(&pick) {
+                options.push(pick);
+            }
+        }
+        options.shuffle(rng);
+        let gold = options.iter().position(|o| *o == right).expect("right option kept");
+        (options, gold)
+    };
+    let names: Vec<String> = cast.iter().map(|c| format!("{c}.")).collect();
+    for (a, b) in pairs {
+        let ask = format!("{}\n\nWho speaks next?", quote(a, 4));
+        let (choices, gold) = four(format!("{}.", b.speaker), &names, &mut rng);
+        if choices.len() == 4 {
+            out.next_speaker_choice
+                .push(json!({"query": ask, "choices": choices, "gold": gold}));
+        }
+        out.next_speaker_generate
+            .push(json!({"prompt": ask, "target": format!("{}.", b.speaker)}));
+        let (choices, gold) = four(reply_answer(b), &replies, &mut rng);
+        if choices.len() == 4 {
+            out.reply_choice
+                .push(json!({"query": reply_prompt(a, b), "choices": choices, "gold": gold}));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +238,33 @@ mod tests {
             prompt(&t.sft[0]).lines().next(),
             prompt(&t.dpo[0]).lines().next()
         );
+    }
+
+    #[test]
+    fn eval_tasks_hide_the_right_answer_among_distinct_options() {
+        let play = "A.\none\n\nB.\ntwo\n\nC.\nthree\n\nD.\nfour\n\nE.\nfive\n\nA.\nsix\n";
+        let t = dialogue_eval_tasks(play, 10, 1);
+        assert_eq!(t.next_speaker_generate.len(), 5);
+        assert_eq!(t.next_speaker_choice.len(), 5);
+        assert_eq!(t.reply_choice.len(), 5);
+        let right = |row: &Value| {
+            let choices = row["choices"].as_array().unwrap();
+            let mut distinct: Vec<&str> = choices.iter().map(|c| c.as_str().unwrap()).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 4, "{row}");
+            choices[row["gold"].as_u64().unwrap() as usize].as_str().unwrap().to_string()
+        };
+        for (choice, generate) in t.next_speaker_choice.iter().zip(&t.next_speaker_generate) {
+            assert_eq!(right(choice), generate["target"].as_str().unwrap());
+        }
+        for row in &t.reply_choice {
+            // "A.\none\n\nReply as B." → the right reply is B's line that follows in the play.
+            let query = row["query"].as_str().unwrap();
+            let said = query.lines().nth(1).unwrap();
+            let speaker = query.rsplit("Reply as ").next().unwrap().trim_end_matches('.');
+            let expected = format!("{said}\n\n{speaker}.\n{}\n", right(row));
+            assert!(play.contains(&expected), "{expected:?}");
+        }
     }
 }
