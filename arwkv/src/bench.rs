@@ -445,3 +445,106 @@ pub fn bench_decode(args: &DecodeBenchArgs, device: &Device) -> Result<Vec<Decod
     }
     Ok(reports)
 }
+
+/// Stage and shape of the distillation step benchmark.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DistillBenchArgs {
+    /// `align` (stage 1) or `kl` (stage 2).
+    #[arg(long, default_value = "kl")]
+    pub stage: String,
+    /// Teacher folder (default: the embedded tiny teacher).
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// Rows per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 8)]
+    pub iters: usize,
+    /// Compute backend (default: $ARWKV_DEVICE, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// Times full training steps (batch, forward, backward, global clipping, AdamW) of stage 1 or 2
+/// on the embedded corpus, through the same `distill::run` the CLI uses.
+pub fn bench_distill(args: &DistillBenchArgs, device_name: &str) -> Result<BenchReport> {
+    use crate::distill::data::DataConfig;
+    use crate::distill::preset::tiny_assets;
+    use crate::distill::run::{Observer, RunConfig, Stage, StepMetrics, run};
+
+    struct Collect(Vec<f64>);
+    impl Observer for Collect {
+        fn on_step(&mut self, m: &StepMetrics, _total: u64) -> bool {
+            self.0.push(m.tokens_per_s);
+            true
+        }
+    }
+    let stage = match args.stage.as_str() {
+        "align" => Stage::Align,
+        "kl" => Stage::Kl,
+        other => {
+            return Err(Error::Invalid(format!(
+                "--stage {other}: expected align or kl"
+            )));
+        }
+    };
+    if args.iters == 0 {
+        return Err(Error::Invalid("--iters must be at least 1".into()));
+    }
+    let out = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let steps = (args.warmup + args.iters) as u64;
+    let teacher = args.teacher.clone().unwrap_or_else(|| {
+        tiny_assets()
+            .join("teacher")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let cfg = RunConfig {
+        stage,
+        teacher,
+        student: None,
+        student_options: Default::default(),
+        out: out.path().join("run"),
+        device: device_name.to_string(),
+        seed: 0,
+        steps,
+        grad_accum: 1,
+        save_every: steps,
+        data: DataConfig {
+            files: vec![tiny_assets().join("corpus").join("train.txt")],
+            context: args.seq,
+            batch_size: args.batch,
+            pack: true,
+        },
+        optim: Default::default(),
+        schedule: Default::default(),
+        alignment_loss: Default::default(),
+        temperature: 1.0,
+        kl_top_k: None,
+        ce_weight: 0.0,
+        freeze_mlp: false,
+        dpo_beta: 0.1,
+        label_smoothing: 0.1,
+    };
+    let mut seen = Collect(vec![]);
+    run(&cfg, false, &mut seen)?;
+    let mut timed: Vec<f64> = seen.0.into_iter().skip(args.warmup).collect();
+    timed.sort_by(f64::total_cmp);
+    let tokens_per_s = timed[timed.len() / 2];
+    let tokens = (args.batch * args.seq) as f64;
+    Ok(BenchReport {
+        bench: format!("distill-{}", args.stage),
+        implementation: "arwkv".into(),
+        device: device_name.to_string(),
+        shape: format!("B{}xT{}", args.batch, args.seq),
+        median_s: tokens / tokens_per_s,
+        tokens_per_s,
+    })
+}

@@ -263,6 +263,8 @@ enum BenchCommand {
     Wkv7(arwkv::bench::Wkv7BenchArgs),
     /// Decode tokens/s and state memory: teacher (KV cache) vs student (recurrent state).
     Decode(arwkv::bench::DecodeBenchArgs),
+    /// Training-step tokens/s of stage 1 (align) or stage 2 (kl) on the embedded default.
+    Distill(arwkv::bench::DistillBenchArgs),
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -575,6 +577,14 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let device = BackendKind::from_flag_or_env(args.device.as_deref())?.device()?;
             let report = arwkv::bench::bench_teacher(&args, &device)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Bench {
+            what: BenchCommand::Distill(args),
+        } => {
+            let kind = BackendKind::from_flag_or_env(args.device.as_deref())?;
+            let name = format!("{kind:?}").to_lowercase();
+            let report = arwkv::bench::bench_distill(&args, &name)?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Bench {
