@@ -17,6 +17,7 @@ pub mod eval;
 pub mod generation;
 pub mod hub;
 pub mod nn;
+pub mod notebook;
 pub mod pretrained;
 pub mod sampling;
 pub mod save;

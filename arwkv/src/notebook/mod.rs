@@ -1,0 +1,14 @@
+//! Notebook integration: updatable displays (live loss plots, progress bars) and the kernel's
+//! cooperative interrupt. The same calls work outside `arwkv-kernel` (HTML files + text).
+
+pub mod display;
+pub mod interrupt;
+pub mod loss_plot;
+pub mod observer;
+pub mod progress;
+
+pub use display::{Bundle, DisplayHandle, display, html_bundle, in_kernel};
+pub use interrupt::interrupt_requested;
+pub use loss_plot::LossPlot;
+pub use observer::NotebookObserver;
+pub use progress::Progress;
