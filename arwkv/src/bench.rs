@@ -500,12 +500,10 @@ pub fn bench_distill(args: &DistillBenchArgs, device_name: &str) -> Result<Bench
     }
     let out = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let steps = (args.warmup + args.iters) as u64;
-    let teacher = args.teacher.clone().unwrap_or_else(|| {
-        tiny_assets()
-            .join("teacher")
-            .to_string_lossy()
-            .into_owned()
-    });
+    let teacher = args
+        .teacher
+        .clone()
+        .unwrap_or_else(|| tiny_assets().join("teacher").to_string_lossy().into_owned());
     let cfg = RunConfig {
         stage,
         teacher,

@@ -493,7 +493,10 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("reading {}", from.display()))?;
             let tasks = arwkv::distill::dialogue_tasks::dialogue_eval_tasks(&text, items, seed);
             if tasks.next_speaker_generate.is_empty() {
-                bail!("{}: no exchanges between two speakers found", from.display());
+                bail!(
+                    "{}: no exchanges between two speakers found",
+                    from.display()
+                );
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, rows) in [

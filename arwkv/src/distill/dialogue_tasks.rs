@@ -153,7 +153,10 @@ pub fn dialogue_eval_tasks(text: &str, n: usize, seed: u64) -> DialogueEvalTasks
     let mut cast: Vec<&str> = speeches.iter().map(|s| s.speaker.as_str()).collect();
     cast.sort_unstable();
     cast.dedup();
-    let replies: Vec<String> = exchanges(&speeches).iter().map(|(_, b)| reply_answer(b)).collect();
+    let replies: Vec<String> = exchanges(&speeches)
+        .iter()
+        .map(|(_, b)| reply_answer(b))
+        .collect();
     let mut out = DialogueEvalTasks {
         next_speaker_choice: vec![],
         reply_choice: vec![],
@@ -172,7 +175,10 @@ pub fn dialogue_eval_tasks(text: &str, n: usize, seed: u64) -> DialogueEvalTasks
             }
         }
         options.shuffle(rng);
-        let gold = options.iter().position(|o| *o == right).expect("right option kept");
+        let gold = options
+            .iter()
+            .position(|o| *o == right)
+            .expect("right option kept");
         (options, gold)
     };
     let names: Vec<String> = cast.iter().map(|c| format!("{c}.")).collect();
@@ -253,7 +259,10 @@ mod tests {
             distinct.sort_unstable();
             distinct.dedup();
             assert_eq!(distinct.len(), 4, "{row}");
-            choices[row["gold"].as_u64().unwrap() as usize].as_str().unwrap().to_string()
+            choices[row["gold"].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap()
+                .to_string()
         };
         for (choice, generate) in t.next_speaker_choice.iter().zip(&t.next_speaker_generate) {
             assert_eq!(right(choice), generate["target"].as_str().unwrap());
@@ -262,7 +271,11 @@ mod tests {
             // "A.\none\n\nReply as B." → the right reply is B's line that follows in the play.
             let query = row["query"].as_str().unwrap();
             let said = query.lines().nth(1).unwrap();
-            let speaker = query.rsplit("Reply as ").next().unwrap().trim_end_matches('.');
+            let speaker = query
+                .rsplit("Reply as ")
+                .next()
+                .unwrap()
+                .trim_end_matches('.');
             let expected = format!("{said}\n\n{speaker}.\n{}\n", right(row));
             assert!(play.contains(&expected), "{expected:?}");
         }
