@@ -346,3 +346,22 @@ fn the_embedded_teacher_is_checksummed_and_a_corrupted_copy_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_preset_hands_notebooks_the_config_of_its_first_two_stages() {
+    use arwkv::distill::preset::preset_plan;
+    let plan = preset_plan("tiny").unwrap();
+    let align = plan.stage_config(Stage::Align, "runs/nb").unwrap();
+    assert_eq!(align.data.files, vec![plan.corpus.clone()]);
+    assert_eq!(
+        (align.steps, align.out.clone()),
+        (plan.align.steps, PathBuf::from("runs/nb"))
+    );
+    align.validate().unwrap();
+    assert_eq!(
+        plan.stage_config(Stage::Kl, "x").unwrap().steps,
+        plan.kl.steps
+    );
+    let err = plan.stage_config(Stage::Sft, "x").unwrap_err().to_string();
+    assert!(err.contains("Sft") && err.contains("run_plan"), "{err}");
+}

@@ -249,6 +249,23 @@ impl PresetPlan {
         self
     }
 
+    /// The run config of stage 1 (`Align`) or 2 (`Kl`) on the preset's corpus, with its budget,
+    /// writing under `out` (what a notebook starts from; stage 2 of a fresh student unless `student`
+    /// is set afterwards).
+    pub fn stage_config(&self, stage: Stage, out: impl Into<PathBuf>) -> Result<RunConfig> {
+        let budget = match stage {
+            Stage::Align => self.align,
+            Stage::Kl => self.kl,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "preset {}: stage_config covers align and kl; {other:?} needs derived data (run_plan builds it)",
+                    self.name
+                )));
+            }
+        };
+        Ok(self.stage(stage, vec![self.corpus.clone()], out.into(), budget))
+    }
+
     /// The run config of one stage reading `files`.
     fn stage(
         &self,

@@ -350,6 +350,8 @@ pub struct RunSummary {
     pub out: PathBuf,
     /// Whether the observer stopped the run early.
     pub interrupted: bool,
+    /// The student as trained so far (also saved under `out`): an interrupted notebook cell keeps it.
+    pub student: ArwkvForCausalLM,
 }
 
 /// Runs (or resumes, when `resume` and the run directory has a checkpoint) the configured stage.
@@ -626,6 +628,7 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         last,
         out: cfg.out.clone(),
         interrupted,
+        student,
     })
 }
 

@@ -45,6 +45,8 @@ pub enum DisplayOp {
     Display,
     /// Replace every earlier output with the same id.
     Update,
+    /// Clear the cell's output (`wait`: when the next output arrives).
+    Clear,
 }
 
 impl DisplayMessage {
@@ -129,6 +131,13 @@ fn emit(op: DisplayOp, id: &str, data: Bundle) {
         && let Some(Value::String(text)) = data.get("text/plain")
     {
         println!("{text}");
+    }
+}
+
+/// Clears the cell's output once the next output arrives (flicker-free redraws).
+pub fn clear_output() {
+    if in_kernel() {
+        emit(DisplayOp::Clear, "", Bundle::new());
     }
 }
 

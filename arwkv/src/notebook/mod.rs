@@ -7,7 +7,7 @@ pub mod loss_plot;
 pub mod observer;
 pub mod progress;
 
-pub use display::{Bundle, DisplayHandle, display, html_bundle, in_kernel};
+pub use display::{Bundle, DisplayHandle, clear_output, display, html_bundle, in_kernel};
 pub use interrupt::interrupt_requested;
 pub use loss_plot::LossPlot;
 pub use observer::NotebookObserver;

@@ -1,0 +1,408 @@
+//! The evaluation engine: one thread owns evcxr's `CommandContext` (which is synchronous and
+//! `&mut self`), takes requests from the shell, and hands every line its child prints to the
+//! output router. The child inherits `ARWKV_KERNEL=1` (the library's displays then speak the marker
+//! protocol) and `ARWKV_KERNEL_INTERRUPT_FILE` (the cooperative interrupt).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use jupyter_protocol::JupyterMessage;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::router::{CellReport, RouterCommand};
+
+/// A MIME bundle.
+pub type Bundle = BTreeMap<String, Value>;
+
+/// Why a cell failed, as Jupyter's `error` content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellError {
+    /// Error class.
+    pub ename: String,
+    /// One-line message.
+    pub evalue: String,
+    /// Lines shown to the user.
+    pub traceback: Vec<String>,
+}
+
+/// What the shell asks of the engine.
+pub enum EngineRequest {
+    /// Run a cell.
+    Execute {
+        /// The code.
+        code: String,
+        /// The execute_request (outputs are its children).
+        parent: Box<JupyterMessage>,
+        /// Whether `input_request`s may be sent.
+        allow_stdin: bool,
+        /// The result bundle or the error.
+        done: oneshot::Sender<Result<Bundle, CellError>>,
+    },
+    /// Completions at a byte offset.
+    Complete {
+        /// The code.
+        code: String,
+        /// Byte offset of the cursor.
+        pos: usize,
+        /// (matches, start, end) in bytes.
+        done: oneshot::Sender<anyhow::Result<(Vec<String>, usize, usize)>>,
+    },
+    /// Documentation at a byte offset.
+    Inspect {
+        /// The code.
+        code: String,
+        /// Byte offset of the cursor.
+        pos: usize,
+        /// (plain, html).
+        done: oneshot::Sender<anyhow::Result<(String, String)>>,
+    },
+}
+
+/// A prompt for the front end, answered over the stdin channel.
+pub struct InputBridge {
+    /// The prompt.
+    pub prompt: String,
+    /// Hide the typed text.
+    pub password: bool,
+    /// The request it belongs to.
+    pub parent: Box<JupyterMessage>,
+    /// The answer.
+    pub answer: std::sync::mpsc::Sender<String>,
+}
+
+/// How the engine starts.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The `arwkv` crate to preload (`None`: no prelude).
+    pub arwkv_path: Option<PathBuf>,
+    /// Cargo features of the preloaded `arwkv`.
+    pub arwkv_features: Vec<String>,
+    /// The interrupt file the child polls.
+    pub interrupt_file: PathBuf,
+    /// evcxr's build directory (`None`: a fresh temporary one).
+    pub build_dir: Option<PathBuf>,
+    /// The workspace `Cargo.lock` whose versions the prelude's dependencies keep.
+    pub workspace_lock: Option<PathBuf>,
+}
+
+/// Re-seeds the build dir's `Cargo.lock` (see [`crate::build_dir::seed_lockfile`]).
+fn seed_lock(config: &EngineConfig) -> anyhow::Result<()> {
+    match &config.build_dir {
+        Some(dir) if config.arwkv_path.is_some() => {
+            crate::build_dir::seed_lockfile(dir, config.workspace_lock.as_deref())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Handles the rest of the kernel keeps.
+pub struct EngineHandles {
+    /// Requests.
+    pub requests: Sender<EngineRequest>,
+    /// The evaluation process (to kill after an ignored interrupt); set once the engine runs.
+    pub child: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
+}
+
+/// The evcxr lines that make `arwkv` usable in every cell (run as one execution).
+pub fn prelude(config: &EngineConfig) -> Vec<String> {
+    let Some(path) = &config.arwkv_path else {
+        return vec![];
+    };
+    let features = if config.arwkv_features.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", features = [{}]",
+            config
+                .arwkv_features
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    vec![
+        format!(
+            ":dep arwkv = {{ path = {:?}{features} }}",
+            path.display().to_string()
+        ),
+        ":dep burn = { version = \"=0.22.1\", default-features = false, features = [\"std\"] }"
+            .into(),
+        "use arwkv::notebook::{display, LossPlot, Progress, NotebookObserver};".into(),
+    ]
+}
+
+/// Rewrites our own magics into code or evcxr commands: `:device NAME` sets `ARWKV_DEVICE` in the
+/// evaluation process.
+pub fn translate_magics(code: &str) -> String {
+    code.lines()
+        .map(|line| match line.trim().strip_prefix(":device") {
+            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+                let name = rest.trim();
+                format!("unsafe {{ std::env::set_var(\"ARWKV_DEVICE\", {name:?}) }}")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn bundle_of(outputs: &evcxr::EvalOutputs) -> Bundle {
+    outputs
+        .content_by_mime_type
+        .iter()
+        .map(|(mime, content)| {
+            let value = if mime.contains("json") {
+                serde_json::from_str(content).unwrap_or_else(|_| Value::String(content.clone()))
+            } else {
+                Value::String(content.clone())
+            };
+            (mime.clone(), value)
+        })
+        .collect()
+}
+
+/// Jupyter's error content for an evcxr error, with compiler messages pointing into the cell.
+pub fn cell_error(code: &str, error: &evcxr::Error) -> CellError {
+    let lines: Vec<&str> = code.lines().collect();
+    match error {
+        evcxr::Error::CompilationErrors(errors) => {
+            let mut traceback = vec![];
+            for e in errors {
+                let head = match e.code() {
+                    Some(c) => format!("{}[{c}]: {}", e.level(), e.message()),
+                    None => format!("{}: {}", e.level(), e.message()),
+                };
+                traceback.push(head);
+                for m in e.spanned_messages() {
+                    if let Some(span) = &m.span {
+                        let src = lines.get(span.start_line.saturating_sub(1)).unwrap_or(&"");
+                        traceback.push(format!("  --> cell line {}:{}", span.start_line, span.start_column));
+                        traceback.push(format!("   | {src}"));
+                        let width = span.end_column.saturating_sub(span.start_column).max(1);
+                        traceback.push(format!(
+                            "   | {}{} {}",
+                            " ".repeat(span.start_column.saturating_sub(1)),
+                            "^".repeat(if span.end_line == span.start_line { width } else { 1 }),
+                            m.label
+                        ));
+                    }
+                }
+                for help in e.help() {
+                    traceback.push(format!("help: {help}"));
+                }
+                if let Some(hint) = e.evcxr_extra_hint() {
+                    traceback.push(format!("hint: {hint}"));
+                }
+            }
+            CellError {
+                ename: "CompilationError".into(),
+                evalue: errors.first().map(|e| e.message()).unwrap_or_default(),
+                traceback,
+            }
+        }
+        evcxr::Error::SubprocessTerminated(message) => CellError {
+            ename: "EvaluationProcessTerminated".into(),
+            evalue: message.clone(),
+            traceback: vec![
+                message.clone(),
+                "The evaluation process was restarted: variables are lost, definitions and dependencies are kept.".into(),
+            ],
+        },
+        other => CellError {
+            ename: "Error".into(),
+            evalue: other.to_string(),
+            traceback: other.to_string().lines().map(str::to_string).collect(),
+        },
+    }
+}
+
+/// Starts the engine thread; requests queue until evcxr is ready.
+pub fn start(
+    config: EngineConfig,
+    router: Sender<RouterCommand>,
+    stdin: Sender<InputBridge>,
+) -> anyhow::Result<EngineHandles> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let child = Arc::new(Mutex::new(None));
+    let child_slot = child.clone();
+    // The evaluation process inherits our environment.
+    // SAFETY: set before any other thread of ours reads the environment (the engine thread and evcxr's
+    // child are started below).
+    unsafe {
+        std::env::set_var(arwkv_env::KERNEL, "1");
+        std::env::set_var(arwkv_env::INTERRUPT_FILE, &config.interrupt_file);
+    }
+    use_build_dir(config.build_dir.as_deref());
+    std::thread::Builder::new()
+        .name("evcxr-engine".into())
+        .spawn(move || run(config, rx, router, stdin, child_slot))?;
+    Ok(EngineHandles {
+        requests: tx,
+        child,
+    })
+}
+
+/// Points evcxr at `dir` and lets its evaluation process find the toolchain's `libstd` there: cargo
+/// writes an `$ORIGIN`-relative runpath for `target/<triple>/debug/deps`, but evcxr loads the copy one
+/// directory up, which breaks that path whenever the build dir sits beside `~/.rustup` (it does under
+/// `~/.cache`). Called before any thread of ours reads the environment.
+fn use_build_dir(dir: Option<&std::path::Path>) {
+    let Some(dir) = dir else { return };
+    let sysroot_lib = std::process::Command::new("rustc")
+        .args(["--print", "target-libdir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    // SAFETY: see the function doc (single-threaded at this point).
+    unsafe {
+        std::env::set_var("EVCXR_TMPDIR", dir);
+        if let Some(lib) = sysroot_lib {
+            let path = match std::env::var("LD_LIBRARY_PATH") {
+                Ok(old) if !old.is_empty() => format!("{lib}:{old}"),
+                _ => lib,
+            };
+            std::env::set_var("LD_LIBRARY_PATH", path);
+        }
+    }
+}
+
+/// Compiles the prelude once in `config.build_dir` (what `arwkv-kernel install` does), so that the
+/// first cell of a notebook finds Burn and `arwkv` built. Returns the time it took.
+pub fn prebuild(config: &EngineConfig) -> anyhow::Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    use_build_dir(config.build_dir.as_deref());
+    let (mut ctx, _outputs) =
+        evcxr::CommandContext::new().map_err(|e| anyhow::anyhow!("evcxr could not start: {e}"))?;
+    seed_lock(config)?;
+    let cell = prelude(config).join("\n");
+    ctx.execute(&cell)
+        .map_err(|e| anyhow::anyhow!("building the arwkv prelude:\n{cell}\n{e}"))?;
+    ctx.execute("arwkv::notebook::in_kernel()")
+        .map_err(|e| anyhow::anyhow!("running a first cell against arwkv: {e}"))?;
+    Ok(started.elapsed())
+}
+
+/// Names of the environment variables the library reads (kept in sync with `arwkv::notebook`).
+pub mod arwkv_env {
+    /// Set in the evaluation process.
+    pub const KERNEL: &str = "ARWKV_KERNEL";
+    /// Path of the interrupt file.
+    pub const INTERRUPT_FILE: &str = "ARWKV_KERNEL_INTERRUPT_FILE";
+}
+
+fn run(
+    config: EngineConfig,
+    requests: Receiver<EngineRequest>,
+    router: Sender<RouterCommand>,
+    stdin: Sender<InputBridge>,
+    child_slot: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
+) {
+    let (mut ctx, outputs) = match evcxr::CommandContext::new() {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = router.send(RouterCommand::Fatal(format!("evcxr could not start: {e}")));
+            // Answer every request with the error.
+            for req in requests {
+                if let EngineRequest::Execute { done, .. } = req {
+                    let _ = done.send(Err(CellError {
+                        ename: "KernelStartError".into(),
+                        evalue: e.to_string(),
+                        traceback: vec![format!("evcxr could not start: {e}")],
+                    }));
+                }
+            }
+            return;
+        }
+    };
+    *child_slot.lock().expect("child slot") = Some(ctx.process_handle());
+    let _ = router.send(RouterCommand::Attach(outputs.stdout, outputs.stderr));
+    let mut prelude_error = seed_lock(&config).err().map(|e| format!("{e:#}"));
+    // One evcxr execution for the whole prelude: each one re-runs cargo and re-indexes the
+    // dependency graph (about 15–30 s with Burn), so the `:dep` lines go together.
+    let cell = prelude(&config).join("\n");
+    if prelude_error.is_none()
+        && !cell.is_empty()
+        && let Err(e) = ctx.execute(&cell)
+    {
+        prelude_error = Some(format!("the arwkv prelude failed:\n{cell}\n{e}"));
+    }
+    for req in requests {
+        match req {
+            EngineRequest::Execute {
+                code,
+                parent,
+                allow_stdin,
+                done,
+            } => {
+                let _ = std::fs::remove_file(&config.interrupt_file);
+                let _ = router.send(RouterCommand::Begin(parent.clone()));
+                if let Some(msg) = prelude_error.take() {
+                    let _ = router.send(RouterCommand::Stderr(format!("{msg}\n")));
+                }
+                let ask = |prompt: String, password: bool| -> String {
+                    if !allow_stdin {
+                        return String::new();
+                    }
+                    let (answer, wait) = std::sync::mpsc::channel();
+                    let bridge = InputBridge {
+                        prompt,
+                        password,
+                        parent: parent.clone(),
+                        answer,
+                    };
+                    match stdin.send(bridge) {
+                        Ok(()) => wait.recv().unwrap_or_default(),
+                        Err(_) => String::new(),
+                    }
+                };
+                let code = translate_magics(&code);
+                let result = ctx.execute_with_callbacks(
+                    &code,
+                    &mut evcxr::EvalCallbacks {
+                        input_reader: &|req| ask(req.prompt, req.is_password),
+                    },
+                );
+                let (ack, wait) = crossbeam_channel::bounded::<CellReport>(1);
+                let _ = router.send(RouterCommand::Barrier(ack));
+                let report = wait.recv().unwrap_or_default();
+                let outcome = match result {
+                    Ok(outputs) => match report.panic {
+                        Some(panic) => Err(panic),
+                        None => Ok(bundle_of(&outputs)),
+                    },
+                    Err(e) => Err(cell_error(&code, &e)),
+                };
+                let _ = done.send(outcome);
+            }
+            EngineRequest::Complete { code, pos, done } => {
+                let result = ctx.completions(&code, pos).map(|c| {
+                    let matches = c.completions.into_iter().map(|m| m.code).collect();
+                    (matches, c.start_offset, c.end_offset)
+                });
+                let _ = done.send(result);
+            }
+            EngineRequest::Inspect { code, pos, done } => {
+                let _ = done.send(ctx.hover_at(&code, pos));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_magic_becomes_code() {
+        assert_eq!(
+            translate_magics(":device wgpu\nlet x = 1;"),
+            "unsafe { std::env::set_var(\"ARWKV_DEVICE\", \"wgpu\") }\nlet x = 1;"
+        );
+        assert_eq!(translate_magics(":dep x = \"1\""), ":dep x = \"1\"");
+    }
+}

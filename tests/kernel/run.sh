@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Tests of arwkv-kernel over the real Jupyter protocol (jupyter_client / jupyter_kernel_test /
+# nbclient from a venv outside the clone):
+#   1. test_protocol.py — the jupyter_kernel_test suite and our protocol behaviour, on a plain Rust
+#      kernel (ARWKV_KERNEL_NO_PRELUDE=1: seconds per cell);
+#   2. test_arwkv_cells.py — cells against the preloaded arwkv: live LossPlot updates, an interrupted
+#      training cell that keeps its model, an nbclient run that saves the final curve. `install`
+#      pre-builds the prelude in ~/.cache/arwkv-kernel (cold: Burn at opt-level 2, tens of minutes on
+#      2 cores; warm: seconds).
+# Usage: tests/kernel/run.sh   (env: ARWKV_KERNEL_VENV, default ~/.cache/arwkv-jupyter-venv)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv="${ARWKV_KERNEL_VENV:-$HOME/.cache/arwkv-jupyter-venv}"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_kernel_test, nbclient" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/kernel/requirements.txt
+fi
+cargo build --locked -p arwkv-kernel --quiet
+target="${CARGO_TARGET_DIR:-target}"
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+export JUPYTER_PATH="$prefix/share/jupyter" JUPYTER_RUNTIME_DIR="$prefix/runtime"
+
+echo "== protocol (plain Rust kernel)"
+"$target/debug/arwkv-kernel" install --prefix "$prefix" --no-prebuild >/dev/null
+"$venv/bin/jupyter" kernelspec list | grep -E "^\s+arwkv\s" || { echo "arwkv missing from jupyter kernelspec list" >&2; exit 1; }
+ARWKV_KERNEL_NO_PRELUDE=1 "$venv/bin/python" -m unittest -v tests/kernel/test_protocol.py
+
+echo "== arwkv cells (pre-building the prelude; warm after the first run)"
+"$target/debug/arwkv-kernel" install --prefix "$prefix"
+"$venv/bin/python" -m unittest -v tests/kernel/test_arwkv_cells.py

@@ -1,0 +1,139 @@
+"""Cells against the preloaded `arwkv` (run by tests/kernel/run.sh after `arwkv-kernel install`
+has pre-built the prelude):
+
+* `use arwkv::…` works with no `:dep`;
+* a LossPlot cell streams display_data, then update_display_data messages while it runs (the
+  curve grows), the last one holding every point;
+* a stage-1 training cell on the embedded tiny teacher is interrupted; the run finishes its step
+  and returns, and the next cell reads the trained step count (> 0) from the notebook's state;
+* nbclient executes tests/kernel/live_plot.ipynb and the saved notebook holds the final curve.
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+import time
+import unittest
+
+import nbformat
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
+# The first cell links against the pre-built prelude; allow a cold cache.
+TIMEOUT = float(os.environ.get("ARWKV_KERNEL_CELL_TIMEOUT", "600"))
+HERE = pathlib.Path(__file__).parent
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+def run_cell(kc, code, timeout=TIMEOUT):
+    msg_id = kc.execute(code)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    outputs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        outputs.append(msg)
+    return reply["content"], outputs
+
+
+def result_text(outputs):
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    return results[0]["content"]["data"]["text/plain"] if results else None
+
+
+def points(bundle):
+    return sum(len(trace["x"]) for trace in bundle[PLOTLY]["data"])
+
+
+class ArwkvCells(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.km, cls.kc = start_new_kernel(kernel_name=KERNEL, startup_timeout=TIMEOUT)
+        reply, _ = run_cell(cls.kc, "arwkv::notebook::in_kernel()")
+        assert reply["status"] == "ok", reply
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.kc.stop_channels()
+        cls.km.shutdown_kernel(now=True)
+
+    def test_arwkv_is_usable_without_a_dep_line(self):
+        reply, outputs = run_cell(self.kc, "arwkv::notebook::in_kernel()")
+        self.assertEqual(reply["status"], "ok")
+        self.assertEqual(result_text(outputs), "true")
+
+    def test_a_loss_plot_grows_while_the_cell_runs_and_ends_on_every_point(self):
+        code = (
+            'let mut plot = LossPlot::new("demo").log_y(true);\n'
+            "for i in 1..=60 { plot.push(\"loss\", i as f64, 1.0 / i as f64); "
+            "std::thread::sleep(std::time::Duration::from_millis(25)); }\n"
+            "plot.finish();"
+        )
+        reply, outputs = run_cell(self.kc, code)
+        self.assertEqual(reply["status"], "ok", reply)
+        shown = [m for m in outputs if m["msg_type"] == "display_data"]
+        updates = [m for m in outputs if m["msg_type"] == "update_display_data"]
+        self.assertEqual(len(shown), 1)
+        self.assertIn(PLOTLY, shown[0]["content"]["data"])
+        self.assertIn("text/html", shown[0]["content"]["data"])
+        display_id = shown[0]["content"]["transient"]["display_id"]
+        self.assertGreaterEqual(len(updates), 2, "the curve should be updated while the cell runs")
+        counts = [points(u["content"]["data"]) for u in updates]
+        self.assertEqual(counts, sorted(counts), "updates carry a growing curve")
+        self.assertEqual(counts[-1], 60)
+        self.assertTrue(all(u["content"]["transient"]["display_id"] == display_id for u in updates))
+
+    def test_an_interrupted_training_cell_keeps_the_model_for_the_next_cell(self):
+        out = tempfile.mkdtemp(prefix="arwkv-interrupt-")
+        setup = (
+            'let plan = arwkv::distill::preset::preset_plan("tiny").unwrap();\n'
+            f"let mut cfg = plan.stage_config(arwkv::distill::run::Stage::Align, {json.dumps(out)}).unwrap();\n"
+            "cfg.steps = 100_000; cfg.save_every = 100_000;"
+        )
+        reply, _ = run_cell(self.kc, setup)
+        self.assertEqual(reply["status"], "ok", reply)
+        msg_id = self.kc.execute(
+            'let mut observer = NotebookObserver::new("stage 1");\n'
+            "let summary = arwkv::distill::run::run(&cfg, false, &mut observer).unwrap();"
+        )
+        # Wait until the curve is live (a few steps done), then interrupt.
+        updates, deadline = 0, time.time() + TIMEOUT
+        while updates < 2 and time.time() < deadline:
+            msg = self.kc.get_iopub_msg(timeout=TIMEOUT)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "update_display_data":
+                updates += 1
+        self.assertGreaterEqual(updates, 2, "no live plot updates from the training cell")
+        self.km.interrupt_kernel()
+        reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        self.assertEqual(reply["content"]["status"], "ok", reply["content"])
+        reply, outputs = run_cell(self.kc, "(summary.interrupted, summary.steps > 0, observer.steps == summary.steps)")
+        self.assertEqual(reply["status"], "ok", reply)
+        self.assertEqual(result_text(outputs), "(true, true, true)")
+        reply, outputs = run_cell(self.kc, "arwkv::distill::run::latest_checkpoint(&cfg.out).is_some()")
+        self.assertEqual(result_text(outputs), "true", "the interrupted run saved its model")
+
+class NbclientLivePlot(unittest.TestCase):
+    """Runs after ArwkvCells has shut its kernel down, so this one gets the warm build dir."""
+
+    def test_nbclient_saves_the_final_curve(self):
+        nb = nbformat.read(HERE / "live_plot.ipynb", as_version=4)
+        NotebookClient(nb, kernel_name=KERNEL, timeout=int(TIMEOUT)).execute()
+        plots = [
+            o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+            if o.output_type == "display_data" and PLOTLY in o.data
+        ]
+        self.assertEqual(len(plots), 1)
+        self.assertEqual(points(plots[0].data), 2 * 40, "both series, every point, in the saved notebook")
+
+
+if __name__ == "__main__":
+    unittest.main()
