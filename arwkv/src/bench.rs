@@ -504,33 +504,14 @@ pub fn bench_distill(args: &DistillBenchArgs, device_name: &str) -> Result<Bench
         .teacher
         .clone()
         .unwrap_or_else(|| tiny_assets().join("teacher").to_string_lossy().into_owned());
-    let cfg = RunConfig {
-        stage,
-        teacher,
-        student: None,
-        student_options: Default::default(),
-        out: out.path().join("run"),
-        device: device_name.to_string(),
-        seed: 0,
-        steps,
-        grad_accum: 1,
-        save_every: steps,
-        data: DataConfig {
-            files: vec![tiny_assets().join("corpus").join("train.txt")],
-            context: args.seq,
-            batch_size: args.batch,
-            pack: true,
-        },
-        optim: Default::default(),
-        schedule: Default::default(),
-        alignment_loss: Default::default(),
-        temperature: 1.0,
-        kl_top_k: None,
-        ce_weight: 0.0,
-        freeze_mlp: false,
-        dpo_beta: 0.1,
-        label_smoothing: 0.1,
+    let data = DataConfig {
+        files: vec![tiny_assets().join("corpus").join("train.txt")],
+        context: args.seq,
+        batch_size: args.batch,
+        pack: true,
     };
+    let mut cfg = RunConfig::new(stage, teacher, out.path().join("run"), steps, data);
+    cfg.device = device_name.to_string();
     let mut seen = Collect(vec![]);
     run(&cfg, false, &mut seen)?;
     let mut timed: Vec<f64> = seen.0.into_iter().skip(args.warmup).collect();

@@ -18,6 +18,8 @@ import unittest
 
 import nbformat
 from jupyter_client.manager import start_new_kernel
+
+from tests.kernel import cells
 from nbclient import NotebookClient
 
 KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
@@ -27,20 +29,8 @@ HERE = pathlib.Path(__file__).parent
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def run_cell(kc, code, timeout=TIMEOUT):
-    msg_id = kc.execute(code)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    outputs = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        outputs.append(msg)
-    return reply["content"], outputs
+def run_cell(kc, code, timeout=TIMEOUT, **kw):
+    return cells.run_cell(kc, code, timeout, **kw)
 
 
 def result_text(outputs):

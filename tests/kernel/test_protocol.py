@@ -18,6 +18,8 @@ import unittest
 import jupyter_kernel_test
 from jupyter_client.manager import start_new_kernel
 
+from tests.kernel import cells
+
 KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
 TIMEOUT = 60
 
@@ -57,20 +59,7 @@ class IopubWelcome(jupyter_kernel_test.IopubWelcomeTests):
 
 
 def run_cell(kc, code, timeout=TIMEOUT, **kw):
-    """Executes code; returns (reply content, iopub messages up to idle)."""
-    msg_id = kc.execute(code, **kw)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    outputs = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        outputs.append(msg)
-    return reply["content"], outputs
+    return cells.run_cell(kc, code, timeout, **kw)
 
 
 class ArwkvKernelBehaviour(unittest.TestCase):

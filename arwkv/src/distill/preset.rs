@@ -18,9 +18,9 @@ use crate::eval::heldout::{HeldoutReport, compare_on_heldout};
 use crate::generation::GenerationConfig;
 use crate::sampling::SamplingConfig;
 use crate::save::write_atomic;
-use crate::student::{PretrainedArwkv, StudentOptions};
+use crate::student::PretrainedArwkv;
 use crate::teacher::PretrainedQwen2;
-use crate::train::{AdamWConfig, Decay, LrSchedule};
+use crate::train::{Decay, LrSchedule};
 
 /// Folder of the embedded default (corpus, teacher).
 pub fn tiny_assets() -> PathBuf {
@@ -275,39 +275,22 @@ impl PresetPlan {
         budget: StageBudget,
     ) -> RunConfig {
         let steps = budget.steps;
-        RunConfig {
-            stage,
-            teacher: self.teacher.clone(),
-            student: None,
-            student_options: StudentOptions::default(),
-            out,
-            device: self.device.clone(),
-            seed: 0,
-            steps,
-            grad_accum: 1,
-            save_every: steps,
-            data: DataConfig {
-                files,
-                context: self.context,
-                batch_size: self.batch_size,
-                pack: true,
-            },
-            optim: AdamWConfig::default(),
-            schedule: LrSchedule {
-                lr: budget.lr,
-                lr_final: budget.lr / 10.0,
-                warmup_steps: (steps / 10).max(1),
-                decay: Decay::Cosine,
-                total_steps: steps,
-            },
-            alignment_loss: Default::default(),
-            temperature: 1.0,
-            kl_top_k: None,
-            ce_weight: 0.0,
-            freeze_mlp: false,
-            dpo_beta: 0.1,
-            label_smoothing: 0.1,
-        }
+        let data = DataConfig {
+            files,
+            context: self.context,
+            batch_size: self.batch_size,
+            pack: true,
+        };
+        let mut cfg = RunConfig::new(stage, self.teacher.clone(), out, steps, data);
+        cfg.device = self.device.clone();
+        cfg.schedule = LrSchedule {
+            lr: budget.lr,
+            lr_final: budget.lr / 10.0,
+            warmup_steps: (steps / 10).max(1),
+            decay: Decay::Cosine,
+            total_steps: steps,
+        };
+        cfg
     }
 }
 

@@ -126,6 +126,39 @@ fn default_save_every() -> u64 {
 }
 
 impl RunConfig {
+    /// A config with every optional key at its config-file default (CPU, seed 0, no accumulation,
+    /// τ = 1, full-vocabulary KL, no CE, DPO β = ε = 0.1), saving only at the end.
+    pub fn new(
+        stage: Stage,
+        teacher: impl Into<String>,
+        out: impl Into<PathBuf>,
+        steps: u64,
+        data: DataConfig,
+    ) -> Self {
+        Self {
+            stage,
+            teacher: teacher.into(),
+            student: None,
+            student_options: StudentOptions::default(),
+            out: out.into(),
+            device: default_device(),
+            seed: 0,
+            steps,
+            grad_accum: one(),
+            save_every: steps,
+            data,
+            optim: AdamWConfig::default(),
+            schedule: LrSchedule::default(),
+            alignment_loss: AlignmentLoss::default(),
+            temperature: one_f(),
+            kl_top_k: None,
+            ce_weight: 0.0,
+            freeze_mlp: false,
+            dpo_beta: default_beta(),
+            label_smoothing: default_beta(),
+        }
+    }
+
     /// Reads a `.toml` or `.json` config, naming the file and key on error.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = crate::error::read_to_string(path)?;
