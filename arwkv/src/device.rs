@@ -84,6 +84,11 @@ impl BackendKind {
     }
 }
 
+/// The device of `$ARWKV_DEVICE` (what the kernel's `:device` magic sets), else the CPU.
+pub fn current_device() -> Result<Device> {
+    BackendKind::from_flag_or_env(None)?.device()
+}
+
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

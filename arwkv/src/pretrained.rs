@@ -119,6 +119,40 @@ impl Pretrained {
     }
 
     /// The tokenizer, or an error saying the folder has none.
+    /// Greedy continuation of `text` (at most `max_new_tokens`, up to a stop token), decoded.
+    pub fn complete(&self, text: &str, max_new_tokens: usize, device: &Device) -> Result<String> {
+        let tokenizer = self.tokenizer()?;
+        let prompt = tokenizer.encode(text, false)?;
+        let config = GenerationConfig {
+            max_new_tokens,
+            stop_ids: self.stop_ids(),
+            ..Default::default()
+        };
+        let ids = self.generate(&prompt, &config, device, |_| Ok(()))?;
+        tokenizer.decode(&ids, true)
+    }
+
+    /// One chat turn: `user` (after an optional `system` message) through the chat template, then
+    /// a greedy answer.
+    pub fn chat(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        max_new_tokens: usize,
+        device: &Device,
+    ) -> Result<String> {
+        let template = self.chat_template().ok_or_else(|| {
+            crate::Error::Invalid(format!("{} has no chat template", self.dir().display()))
+        })?;
+        let mut messages = vec![];
+        if let Some(s) = system {
+            messages.push(crate::chat::ChatMessage::new("system", s));
+        }
+        messages.push(crate::chat::ChatMessage::new("user", user));
+        let text = template.render(&messages, true)?;
+        self.complete(&text, max_new_tokens, device)
+    }
+
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
         match self {
             Self::Teacher(t) => t.tokenizer(),

@@ -106,6 +106,10 @@ pub struct EngineHandles {
     pub child: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
 }
 
+/// The `use` line of the prelude (also the head of an exported program).
+pub const PRELUDE_USE: &str =
+    "use arwkv::notebook::{display, LossPlot, Progress, NotebookObserver};";
+
 /// The evcxr lines that make `arwkv` usable in every cell (run as one execution).
 pub fn prelude(config: &EngineConfig) -> Vec<String> {
     let Some(path) = &config.arwkv_path else {
@@ -131,7 +135,7 @@ pub fn prelude(config: &EngineConfig) -> Vec<String> {
         ),
         ":dep burn = { version = \"=0.22.1\", default-features = false, features = [\"std\"] }"
             .into(),
-        "use arwkv::notebook::{display, LossPlot, Progress, NotebookObserver};".into(),
+        PRELUDE_USE.into(),
     ]
 }
 

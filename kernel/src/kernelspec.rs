@@ -18,6 +18,8 @@ pub enum InstallTarget {
 
 /// The kernel's name in Jupyter.
 pub const KERNEL_NAME: &str = "arwkv";
+/// The name front ends show.
+pub const DISPLAY_NAME: &str = "Rust (ARWKV Lab)";
 
 /// The kernels directory of `target`.
 pub fn kernels_dir(target: &InstallTarget) -> Result<PathBuf> {
@@ -54,7 +56,7 @@ fn home() -> Result<PathBuf> {
 pub fn kernel_json(exe: &Path) -> serde_json::Value {
     serde_json::json!({
         "argv": [exe.to_string_lossy(), "--connection-file", "{connection_file}"],
-        "display_name": "Rust (ARWKV Lab)",
+        "display_name": DISPLAY_NAME,
         "language": "rust",
         "interrupt_mode": "message",
         "metadata": {"debugger": false},

@@ -3,11 +3,16 @@
 
 mod build_dir;
 mod cargo_progress;
+mod cell_code;
 mod completeness;
 mod engine;
+mod export;
 mod history;
 mod kernelspec;
+mod notebook_file;
+mod parameters;
 mod router;
+mod runner;
 mod server;
 mod wire;
 
@@ -49,6 +54,34 @@ enum Command {
         /// Only write the kernelspec; the first notebook then builds Burn and arwkv itself.
         #[arg(long)]
         no_prebuild: bool,
+    },
+    /// Run a notebook headless with the kernel's engine and save its outputs (nbformat 4).
+    Run {
+        /// The notebook.
+        notebook: PathBuf,
+        /// Where to write the executed notebook (default: in place).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a parameter of the cell tagged `parameters` (repeatable): NAME=VALUE.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print the cells' text output to the terminal while they run.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// Export a notebook as a Cargo project (default) or a jupytext `rs:percent` script.
+    Export {
+        /// The notebook.
+        notebook: PathBuf,
+        /// Output: a directory for the Cargo project, a file for `--format rs:percent`.
+        #[arg(long)]
+        out: PathBuf,
+        /// `cargo` (a buildable program) or `rs:percent` (jupytext script).
+        #[arg(long, default_value = "cargo")]
+        format: String,
+        /// Export in notebook order even when the saved execution counts disagree.
+        #[arg(long)]
+        notebook_order: bool,
     },
 }
 
@@ -121,6 +154,76 @@ fn main() -> Result<()> {
                 let took =
                     engine::prebuild(&engine_config(false, interrupt, Some(build.path.clone())))?;
                 println!("prelude built in {:.1} s", took.as_secs_f64());
+            }
+            Ok(())
+        }
+        (
+            Some(Command::Run {
+                notebook,
+                out,
+                params,
+                echo,
+            }),
+            _,
+        ) => {
+            let parameters = params
+                .iter()
+                .map(|p| parameters::parse_assignment(p))
+                .collect::<Result<Vec<_>>>()?;
+            let mut config = engine_config(cli.no_prelude, PathBuf::new(), None);
+            let build = match config.arwkv_path {
+                Some(_) => Some(acquire_build_dir()?),
+                None => None,
+            };
+            let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+            config.interrupt_file = scratch.path().join("interrupt");
+            config.build_dir = build.as_ref().map(|b| b.path.clone());
+            let options = runner::RunOptions {
+                input: notebook,
+                output: out,
+                parameters,
+                echo,
+            };
+            match runner::run(&options, config) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    eprintln!("arwkv-kernel run: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        (
+            Some(Command::Export {
+                notebook,
+                out,
+                format,
+                notebook_order,
+            }),
+            _,
+        ) => {
+            let nb = notebook_file::Notebook::read(&notebook)?;
+            match format.as_str() {
+                "cargo" => {
+                    let config = engine_config(false, PathBuf::new(), None);
+                    let source = export::ExportSource {
+                        arwkv_path: workspace_root().join("arwkv"),
+                        arwkv_features: config.arwkv_features,
+                        workspace_lock: workspace_root().join("Cargo.lock"),
+                    };
+                    export::export_cargo(&nb, &out, &source, notebook_order)?;
+                    println!(
+                        "exported {} to {} (build: cd {} && cargo run --release --locked --offline)",
+                        notebook.display(),
+                        out.display(),
+                        out.display()
+                    );
+                }
+                "rs:percent" | "percent" => {
+                    std::fs::write(&out, export::percent_script(&nb))
+                        .with_context(|| format!("writing {}", out.display()))?;
+                    println!("wrote {}", out.display());
+                }
+                other => anyhow::bail!("unknown --format `{other}` (cargo or rs:percent)"),
             }
             Ok(())
         }

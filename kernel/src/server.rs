@@ -75,6 +75,11 @@ fn kernel_info() -> KernelInfoReply {
     }
 }
 
+/// `language_info` as a notebook's metadata holds it.
+pub fn language_info_json() -> serde_json::Value {
+    serde_json::to_value(kernel_info().language_info).unwrap_or_default()
+}
+
 fn rustc_version() -> String {
     std::process::Command::new("rustc")
         .arg("--version")

@@ -4,19 +4,23 @@
 #   1. test_protocol.py — the jupyter_kernel_test suite and our protocol behaviour, on a plain Rust
 #      kernel (ARWKV_KERNEL_NO_PRELUDE=1: seconds per cell);
 #   2. test_arwkv_cells.py — cells against the preloaded arwkv: live LossPlot updates, an interrupted
-#      training cell that keeps its model, an nbclient run that saves the final curve. `install`
+#      training cell that keeps its model, an nbclient run that saves the final curve;
+#   3. tests/notebooks/test_notebooks.py — every notebook of notebooks/ headless (`arwkv-kernel run`)
+#      and in `jupyter execute`, two of them exported, built (release) and run with the notebook's
+#      final metrics compared value for value. `install`
 #      pre-builds the prelude in ~/.cache/arwkv-kernel (cold: Burn at opt-level 2, tens of minutes on
 #      2 cores; warm: seconds).
 # Usage: tests/kernel/run.sh   (env: ARWKV_KERNEL_VENV, default ~/.cache/arwkv-jupyter-venv)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${ARWKV_KERNEL_VENV:-$HOME/.cache/arwkv-jupyter-venv}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_kernel_test, nbclient" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_kernel_test, nbclient, jupytext" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r tests/kernel/requirements.txt
 fi
 cargo build --locked -p arwkv-kernel --quiet
 target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 export JUPYTER_PATH="$prefix/share/jupyter" JUPYTER_RUNTIME_DIR="$prefix/runtime"
@@ -29,3 +33,8 @@ ARWKV_KERNEL_NO_PRELUDE=1 "$venv/bin/python" -m unittest -v tests/kernel/test_pr
 echo "== arwkv cells (pre-building the prelude; warm after the first run)"
 "$target/debug/arwkv-kernel" install --prefix "$prefix"
 "$venv/bin/python" -m unittest -v tests/kernel/test_arwkv_cells.py
+
+echo "== notebooks (headless runner, jupyter execute, export → build → run)"
+ARWKV_KERNEL_BIN="$target/debug/arwkv-kernel" \
+  ARWKV_EXPORT_TARGET="${ARWKV_EXPORT_TARGET:-$target/notebook-export}" \
+  PATH="$venv/bin:$PATH" "$venv/bin/python" -m unittest -v tests/notebooks/test_notebooks.py

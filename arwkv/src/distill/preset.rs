@@ -266,8 +266,8 @@ impl PresetPlan {
         Ok(self.stage(stage, vec![self.corpus.clone()], out.into(), budget))
     }
 
-    /// The run config of one stage reading `files`.
-    fn stage(
+    /// The run config of one stage reading `files` with `budget` (cosine schedule, 10 % warm-up).
+    pub fn stage(
         &self,
         stage: Stage,
         files: Vec<PathBuf>,
@@ -294,7 +294,8 @@ impl PresetPlan {
     }
 }
 
-fn read_metrics(out: &Path) -> Vec<StepMetrics> {
+/// The `metrics.jsonl` rows of the run in `out` (none when it has not run).
+pub fn read_metrics(out: &Path) -> Vec<StepMetrics> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -313,6 +314,35 @@ fn write_jsonl(path: &Path, rows: &[serde_json::Value]) -> Result<()> {
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
+}
+
+/// The files of stage 3 (SFT conversations, DPO prompts, and where the DPO pairs go).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage3Data {
+    /// SFT conversations (JSONL `messages`).
+    pub sft: PathBuf,
+    /// DPO prompts with their chosen answers (rejected ones are sampled later).
+    pub dpo_prompts: PathBuf,
+    /// Where `build_dpo_pairs` writes the pairs.
+    pub dpo: PathBuf,
+}
+
+impl PresetPlan {
+    /// Cuts the stage-3 dialogue tasks from the corpus into `dir` (`sft.jsonl`,
+    /// `dpo-prompts.jsonl`; `dpo.jsonl` is written by `build_dpo_pairs`).
+    pub fn stage3_data(&self, dir: &Path) -> Result<Stage3Data> {
+        let text = crate::error::read_to_string(&self.corpus)?;
+        let tasks = dialogue_tasks(&text, self.sft_rows, self.dpo_pairs, 0);
+        let data = Stage3Data {
+            sft: dir.join("sft.jsonl"),
+            dpo_prompts: dir.join("dpo-prompts.jsonl"),
+            dpo: dir.join("dpo.jsonl"),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_jsonl(&data.sft, &tasks.sft)?;
+        write_jsonl(&data.dpo_prompts, &tasks.dpo)?;
+        Ok(data)
+    }
 }
 
 /// Runs preset `name` into `out`; `scale` (0, 1] shortens every stage (tests use a small one).
@@ -361,17 +391,11 @@ pub fn run_plan(
     s3a.data.batch_size = (plan.batch_size * plan.context / plan.long_context).max(1);
     run(&s3a, false, observer)?;
 
-    let text = crate::error::read_to_string(&plan.corpus)?;
-    let tasks = dialogue_tasks(&text, plan.sft_rows, plan.dpo_pairs, 0);
-    let data = out.join("data");
-    let (sft_file, dpo_prompts, dpo_file) = (
-        data.join("sft.jsonl"),
-        data.join("dpo-prompts.jsonl"),
-        data.join("dpo.jsonl"),
-    );
-    std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
-    write_jsonl(&sft_file, &tasks.sft)?;
-    write_jsonl(&dpo_prompts, &tasks.dpo)?;
+    let Stage3Data {
+        sft: sft_file,
+        dpo_prompts,
+        dpo: dpo_file,
+    } = plan.stage3_data(&out.join("data"))?;
     let mut s3b = plan.stage(Stage::Sft, vec![sft_file], out.join("stage3-sft"), plan.sft);
     s3b.student = Some(student_of(&s3a));
     s3b.data.context = plan.chat_context;

@@ -149,6 +149,15 @@ pub fn html_bundle(html: impl Into<String>, text: impl Into<String>) -> Bundle {
     b
 }
 
+/// A bundle with Markdown (rendered by front ends) and the same text as plain text.
+pub fn markdown_bundle(md: impl Into<String>) -> Bundle {
+    let md = md.into();
+    let mut b = Bundle::new();
+    b.insert("text/markdown".into(), Value::String(md.clone()));
+    b.insert("text/plain".into(), Value::String(md));
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

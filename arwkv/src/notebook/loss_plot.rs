@@ -27,6 +27,8 @@ struct Series {
 /// A loss curve that updates in place while a cell trains.
 pub struct LossPlot {
     title: String,
+    x_title: String,
+    y_title: String,
     log_y: bool,
     max_points: usize,
     min_interval: Duration,
@@ -41,6 +43,8 @@ impl LossPlot {
     pub fn new(title: impl Into<String>) -> Self {
         Self {
             title: title.into(),
+            x_title: "step".into(),
+            y_title: "loss".into(),
             log_y: false,
             max_points: 2000,
             min_interval: Duration::from_millis(200),
@@ -54,6 +58,13 @@ impl LossPlot {
     /// Log-scale y axis.
     pub fn log_y(mut self, on: bool) -> Self {
         self.log_y = on;
+        self
+    }
+
+    /// Axis titles (default "step" and "loss").
+    pub fn axes(mut self, x: impl Into<String>, y: impl Into<String>) -> Self {
+        self.x_title = x.into();
+        self.y_title = y.into();
         self
     }
 
@@ -126,14 +137,14 @@ impl LossPlot {
             let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
             plot.add_trace(Scatter::new(x, y).name(name).mode(Mode::Lines));
         }
-        let mut y_axis = Axis::new().title(Title::with_text("loss"));
+        let mut y_axis = Axis::new().title(Title::with_text(&self.y_title));
         if self.log_y {
             y_axis = y_axis.type_(AxisType::Log);
         }
         plot.set_layout(
             Layout::new()
                 .title(Title::with_text(&self.title))
-                .x_axis(Axis::new().title(Title::with_text("step")))
+                .x_axis(Axis::new().title(Title::with_text(&self.x_title)))
                 .y_axis(y_axis),
         );
         let figure: Value = serde_json::from_str(&plot.to_json()).expect("plotly writes JSON");
@@ -216,7 +227,8 @@ impl LossPlot {
     }
 }
 
-fn escape(s: &str) -> String {
+/// `s` with `&`, `<` and `>` escaped for HTML.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

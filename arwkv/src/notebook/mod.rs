@@ -2,13 +2,19 @@
 //! cooperative interrupt. The same calls work outside `arwkv-kernel` (HTML files + text).
 
 pub mod display;
+pub mod heatmap;
 pub mod interrupt;
 pub mod loss_plot;
+pub mod metrics;
 pub mod observer;
 pub mod progress;
 
-pub use display::{Bundle, DisplayHandle, clear_output, display, html_bundle, in_kernel};
+pub use display::{
+    Bundle, DisplayHandle, clear_output, display, html_bundle, in_kernel, markdown_bundle,
+};
+pub use heatmap::heatmap;
 pub use interrupt::interrupt_requested;
 pub use loss_plot::LossPlot;
+pub use metrics::{METRICS_PREFIX, report_metrics};
 pub use observer::NotebookObserver;
 pub use progress::Progress;

@@ -44,6 +44,9 @@ impl Observer for NotebookObserver {
             }
         }
         self.plot.push("loss", x, m.loss);
+        if let Some(acc) = m.preference_accuracy {
+            self.plot.push("preference accuracy", x, acc);
+        }
         let progress = self
             .progress
             .get_or_insert_with(|| Progress::new(format!("{:?}", m.stage), total));

@@ -1,0 +1,250 @@
+"""The notebooks of notebooks/, run the three ways users run them (tests/kernel/run.sh runs this after
+`arwkv-kernel install` has pre-built the prelude):
+
+* headless, `arwkv-kernel run NB -p ...` (small step counts): every code cell runs, the saved
+  notebook holds its outputs and final plots, and the last cell reports its final metrics;
+* `jupyter execute` (nbclient) with the same small parameters injected;
+* exported with `arwkv-kernel export`, built with `cargo build --release --locked --offline` and run:
+  the program prints the same final metrics as the notebook, value for value;
+* the runner's errors: a failing cell stops the run with its number, an unknown parameter is refused;
+* `--format rs:percent` round-trips through jupytext to the same cells.
+
+Env: ARWKV_KERNEL_BIN (the arwkv-kernel binary), ARWKV_KERNEL_NAME (kernelspec, default arwkv),
+ARWKV_EXPORT_TARGET (cargo target dir of the exported programs), ARWKV_NOTEBOOKS (comma-separated
+subset to run).
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL_BIN = os.environ.get("ARWKV_KERNEL_BIN", str(ROOT / "target" / "debug" / "arwkv-kernel"))
+KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
+TIMEOUT = int(os.environ.get("ARWKV_NOTEBOOK_TIMEOUT", "1800"))
+PLOTLY = "application/vnd.plotly.v1+json"
+METRICS = "final metrics "
+
+# Small budgets so every notebook runs in CI in a bounded time; the defaults in the notebooks are
+# what a person runs.
+SMALL = {
+    "00-quickstart": {},
+    "01-rwkv7-time-mixing": {"t_len": "12"},
+    "02-stage1-alignment": {"steps": "6"},
+    "03-stage2-distillation": {"align_steps": "4", "kl_steps": "4", "ablation_steps": "2"},
+    "04-stage3-sft-dpo": {"align_steps": "3", "kl_steps": "3", "extend_steps": "2", "sft_steps": "3",
+                          "dpo_steps": "2", "sft_rows": "16", "dpo_pairs": "8"},
+    "05-evaluate-and-chat": {"align_steps": "3", "kl_steps": "3", "heldout_tokens": "1024",
+                             "task_limit": "4", "contexts": "128,512"},
+    "06-state-tracking": {"steps": "20", "train_rows": "200", "test_rows": "10", "long_len": "12"},
+}
+EXPORTED = ["01-rwkv7-time-mixing", "02-stage1-alignment"]
+
+
+def selected():
+    only = os.environ.get("ARWKV_NOTEBOOKS")
+    names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    return [n for n in names if not only or n in only.split(",")]
+
+
+def metrics_lines(text):
+    return sorted(line.strip() for line in text.splitlines() if line.startswith(METRICS))
+
+
+def notebook_text(nb):
+    """All stream text of a saved notebook."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if o.output_type == "stream":
+                out.append(o.text if isinstance(o.text, str) else "".join(o.text))
+    return "".join(out)
+
+
+def run_headless(name, cwd, params, out):
+    args = [KERNEL_BIN, "run", str(NOTEBOOKS / f"{name}.ipynb"), "--out", str(out)]
+    for k, v in params.items():
+        args += ["-p", f"{k}={v}"]
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def inject(nb, params):
+    """What `arwkv-kernel run -p` does, for nbclient: a cell after the `parameters` cell."""
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    declared = {}
+    for line in nb.cells[at].source.splitlines():
+        line = line.strip()
+        if line.startswith("let ") and "=" in line:
+            head, init = line[4:].split("=", 1)
+            name, _, ty = head.partition(":")
+            declared[name.strip()] = (ty.strip(), init.strip())
+    lines = []
+    for k, v in params.items():
+        ty, init = declared[k]
+        value = json.dumps(v) if init.startswith('"') else v
+        lines.append(f"let {k}{': ' + ty if ty else ''} = {value};")
+    cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(at + 1, cell)
+
+
+class Headless(unittest.TestCase):
+    """Every notebook, headless, then the exported programs of two of them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-notebooks-"))
+        cls.executed = {}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def run_notebook(self, name):
+        if name in self.executed:
+            return self.executed[name]
+        cwd = self.work / name
+        cwd.mkdir()
+        out = cwd / f"{name}.ipynb"
+        done = run_headless(name, cwd, SMALL[name], out)
+        self.assertEqual(done.returncode, 0, f"{name} failed:\n{done.stderr[-6000:]}")
+        nb = nbformat.read(out, as_version=4)
+        self.executed[name] = (cwd, out, nb)
+        return self.executed[name]
+
+    def test_every_notebook_runs_headless_and_saves_its_outputs(self):
+        for name in selected():
+            with self.subTest(notebook=name):
+                _, _, nb = self.run_notebook(name)
+                code = [c for c in nb.cells if c.cell_type == "code"]
+                self.assertTrue(all(c.execution_count for c in code), "every code cell ran")
+                counts = [c.execution_count for c in code]
+                self.assertEqual(counts, list(range(1, len(code) + 1)))
+                self.assertEqual(len(metrics_lines(notebook_text(nb))), 1, "one final-metrics line")
+                if SMALL[name]:
+                    self.assertIn("injected-parameters", code[1].metadata.get("tags", []))
+                for cell in code:
+                    for o in cell.outputs:
+                        self.assertNotEqual(o.output_type, "error", cell.source)
+                        if o.output_type == "display_data" and PLOTLY in o.data:
+                            points = sum(len(t.get("x", t.get("z", []))) for t in o.data[PLOTLY]["data"])
+                            self.assertGreater(points, 0, "a saved plot holds its final curve")
+
+    def test_exported_programs_reproduce_the_notebook_metrics(self):
+        target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
+        for name in EXPORTED:
+            if name not in selected():
+                continue
+            with self.subTest(notebook=name):
+                cwd, executed, nb = self.run_notebook(name)
+                project = cwd / "export"
+                done = subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
+                                      capture_output=True, text=True, timeout=600)
+                self.assertEqual(done.returncode, 0, done.stderr)
+                env = dict(os.environ, CARGO_TARGET_DIR=target)
+                build = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
+                                       cwd=project, env=env, capture_output=True, text=True, timeout=3600)
+                self.assertEqual(build.returncode, 0, build.stderr[-6000:])
+                package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
+                               if l.startswith("name = "))
+                run_dir = cwd / "program-run"
+                run_dir.mkdir()
+                program = subprocess.run([str(pathlib.Path(target) / "release" / package)], cwd=run_dir,
+                                         capture_output=True, text=True, timeout=TIMEOUT)
+                self.assertEqual(program.returncode, 0, program.stderr[-6000:])
+                expected = metrics_lines(notebook_text(nb))
+                self.assertEqual(len(expected), 1)
+                self.assertEqual(metrics_lines(program.stdout), expected,
+                                 "the exported program prints the notebook's final metrics exactly")
+                self.assertTrue((run_dir / "arwkv-displays").is_dir() or "display" not in executed.read_text(),
+                                "displays became HTML files")
+
+
+class JupyterExecute(unittest.TestCase):
+    """The same notebooks through nbclient (`jupyter execute`), with the same small parameters."""
+
+    def test_every_notebook_runs_in_jupyter_execute(self):
+        work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-jupyter-execute-"))
+        try:
+            for name in selected():
+                with self.subTest(notebook=name):
+                    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+                    if SMALL[name]:
+                        inject(nb, SMALL[name])
+                    cwd = work / name
+                    cwd.mkdir()
+                    path = cwd / f"{name}.ipynb"
+                    nbformat.write(nb, path)
+                    done = subprocess.run(
+                        [str(pathlib.Path(sys.executable).parent / "jupyter"), "execute", f"--kernel_name={KERNEL}",
+                         "--inplace", f"--timeout={TIMEOUT}", f"--startup_timeout={TIMEOUT}", str(path)],
+                        cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+                    self.assertEqual(done.returncode, 0, done.stderr[-6000:])
+                    saved = nbformat.read(path, as_version=4)
+                    self.assertEqual(len(metrics_lines(notebook_text(saved))), 1)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class RunnerErrorsAndScripts(unittest.TestCase):
+    """Plain Rust notebooks (no prelude needed): errors of the runner, the percent script."""
+
+    def notebook(self, cells, tmp):
+        nb = nbformat.v4.new_notebook()
+        for src, tags in cells:
+            nb.cells.append(nbformat.v4.new_code_cell(src, metadata={"tags": tags}))
+        path = pathlib.Path(tmp) / "small.ipynb"
+        nbformat.write(nb, path)
+        return path
+
+    def run_kernel(self, *args, cwd):
+        env = dict(os.environ, ARWKV_KERNEL_NO_PRELUDE="1")
+        return subprocess.run([KERNEL_BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+    def test_a_failing_cell_stops_the_run_and_is_named(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.notebook([("let steps: u32 = 3;", ["parameters"]), ("println!(\"steps {steps}\");", []),
+                                  ("let x: u32 = \"nope\".parse().unwrap();", []), ("println!(\"never\");", [])], tmp)
+            done = self.run_kernel("run", str(path), "-p", "steps=5", "--out", str(pathlib.Path(tmp) / "out.ipynb"),
+                                   cwd=tmp)
+            self.assertNotEqual(done.returncode, 0)
+            self.assertIn("cell 4 (In [4]) failed", done.stderr)
+            saved = nbformat.read(pathlib.Path(tmp) / "out.ipynb", as_version=4)
+            self.assertIn("steps 5", notebook_text(saved), "the injected parameter was used")
+            errors = [o for c in saved.cells for o in c.get("outputs", []) if o.output_type == "error"]
+            self.assertEqual(len(errors), 1)
+            self.assertIsNone(saved.cells[4].execution_count, "cells after the failure did not run")
+
+    def test_an_unknown_parameter_is_refused_before_anything_runs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.notebook([("let steps: u32 = 3;", ["parameters"])], tmp)
+            done = self.run_kernel("run", str(path), "-p", "stpes=5", cwd=tmp)
+            self.assertNotEqual(done.returncode, 0)
+            self.assertIn("unknown parameter `stpes`", done.stderr)
+
+    def test_percent_scripts_round_trip_through_jupytext(self):
+        import jupytext
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in selected():
+                with self.subTest(notebook=name):
+                    script = pathlib.Path(tmp) / f"{name}.rs"
+                    done = self.run_kernel("export", str(NOTEBOOKS / f"{name}.ipynb"), "--format", "rs:percent",
+                                           "--out", str(script), cwd=tmp)
+                    self.assertEqual(done.returncode, 0, done.stderr)
+                    back = jupytext.read(script)
+                    original = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+                    self.assertEqual([(c.cell_type, c.source) for c in back.cells],
+                                     [(c.cell_type, c.source) for c in original.cells])
+                    self.assertEqual(back.metadata["kernelspec"]["name"], "arwkv")
+
+
+if __name__ == "__main__":
+    unittest.main()
