@@ -154,7 +154,17 @@ pub fn translate_magics(code: &str) -> String {
         .join("\n")
 }
 
+/// The cell's value as a bundle; a `()` value (a trailing `for` loop, a unit call) shows nothing,
+/// as Jupyter front ends show nothing for Python's `None`.
 fn bundle_of(outputs: &evcxr::EvalOutputs) -> Bundle {
+    let unit = outputs.content_by_mime_type.len() == 1
+        && outputs
+            .content_by_mime_type
+            .get("text/plain")
+            .is_some_and(|t| t.trim() == "()");
+    if unit {
+        return Bundle::new();
+    }
     outputs
         .content_by_mime_type
         .iter()
