@@ -110,24 +110,21 @@ pub struct EngineHandles {
 pub const PRELUDE_USE: &str =
     "use arwkv::notebook::{display, LossPlot, Progress, NotebookObserver};";
 
+/// `, features = ["a", "b"]` for a dependency line (empty when there are none).
+pub fn features_toml(features: &[String]) -> String {
+    if features.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = features.iter().map(|f| format!("{f:?}")).collect();
+    format!(", features = [{}]", quoted.join(", "))
+}
+
 /// The evcxr lines that make `arwkv` usable in every cell (run as one execution).
 pub fn prelude(config: &EngineConfig) -> Vec<String> {
     let Some(path) = &config.arwkv_path else {
         return vec![];
     };
-    let features = if config.arwkv_features.is_empty() {
-        String::new()
-    } else {
-        format!(
-            ", features = [{}]",
-            config
-                .arwkv_features
-                .iter()
-                .map(|f| format!("{f:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let features = features_toml(&config.arwkv_features);
     vec![
         format!(
             ":dep arwkv = {{ path = {:?}{features} }}",

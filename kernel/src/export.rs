@@ -283,19 +283,7 @@ pub fn cargo_toml(p: &Program, notebook: &Path, source: &ExportSource, lock: &st
     for (k, v) in &p.parameters {
         let _ = writeln!(s, "{k} = {}", toml_string(v));
     }
-    let features = if source.arwkv_features.is_empty() {
-        String::new()
-    } else {
-        format!(
-            ", features = [{}]",
-            source
-                .arwkv_features
-                .iter()
-                .map(|f| toml_string(f))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let features = engine::features_toml(&source.arwkv_features);
     let anyhow = locked_version(lock, "anyhow")
         .map(|v| format!("\"={v}\""))
         .unwrap_or_else(|| "\"1\"".into());
