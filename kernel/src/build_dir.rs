@@ -34,10 +34,22 @@ pub fn pool_root() -> PathBuf {
     cache.join("arwkv-kernel")
 }
 
-/// Takes the first free directory of the pool under `root`, seeding its `Cargo.lock` from `lock`.
-pub fn acquire(root: &Path, lock: Option<&Path>) -> Result<BuildDir> {
+/// The pool's directory name for slot `i` of a prelude built with `features` (`build-3`,
+/// `build-hub+wgpu-0`): one pool per feature set, so kernels of different backends never rebuild
+/// each other's dependencies.
+pub fn slot_name(features: &[String], i: usize) -> String {
+    if features.is_empty() {
+        format!("build-{i}")
+    } else {
+        format!("build-{}-{i}", features.join("+"))
+    }
+}
+
+/// Takes the first free directory of the pool under `root` for a prelude with `features`, seeding
+/// its `Cargo.lock` from `lock`.
+pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<BuildDir> {
     for i in 0..POOL_SIZE {
-        let path = root.join(format!("build-{i}"));
+        let path = root.join(slot_name(features, i));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("creating the build directory {}", path.display()))?;
         let lock_path = path.join(".arwkv-kernel.lock");
@@ -90,8 +102,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let lock = root.path().join("workspace.lock");
         std::fs::write(&lock, "[[package]]\nname = \"arwkv\"\n").unwrap();
-        let first = acquire(root.path(), Some(&lock)).unwrap();
-        let second = acquire(root.path(), Some(&lock)).unwrap();
+        let first = acquire(root.path(), &[], Some(&lock)).unwrap();
+        let second = acquire(root.path(), &[], Some(&lock)).unwrap();
+        let gpu = acquire(root.path(), &["wgpu".into()], Some(&lock)).unwrap();
+        assert!(gpu.path.ends_with("build-wgpu-0"), "{}", gpu.path.display());
         assert_ne!(first.path, second.path);
         assert!(
             std::fs::read_to_string(first.path.join("Cargo.lock"))
@@ -108,6 +122,6 @@ mod tests {
         );
         let first_path = first.path.clone();
         drop(first);
-        assert_eq!(acquire(root.path(), None).unwrap().path, first_path);
+        assert_eq!(acquire(root.path(), &[], None).unwrap().path, first_path);
     }
 }

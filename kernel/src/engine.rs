@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub arwkv_path: Option<PathBuf>,
     /// Cargo features of the preloaded `arwkv`.
     pub arwkv_features: Vec<String>,
+    /// The `arwkv-prelude` crate: `arwkv` and Burn as one dylib that every cell links, so all cells
+    /// share one copy of their statics (required for GPU devices; see that crate's manifest).
+    pub prelude_crate: Option<PathBuf>,
     /// The interrupt file the child polls.
     pub interrupt_file: PathBuf,
     /// evcxr's build directory (`None`: a fresh temporary one).
@@ -98,8 +101,75 @@ fn seed_lock(config: &EngineConfig) -> anyhow::Result<()> {
     }
 }
 
+/// Whether the prelude is still loading, and what a cell that waits for it is told.
+#[derive(Debug, Default)]
+pub struct PreludeStatus {
+    loading: Mutex<Option<String>>,
+}
+
+impl PreludeStatus {
+    /// The notice for a cell that arrives while the prelude loads (`None` once it is ready).
+    pub fn notice(&self) -> Option<String> {
+        self.loading.lock().expect("prelude status").clone()
+    }
+
+    fn set(&self, notice: Option<String>) {
+        *self.loading.lock().expect("prelude status") = notice;
+    }
+}
+
+/// What a cell waiting for the prelude is told: a first build (no compiled prelude in the build
+/// directory yet) takes many minutes, so it says how long and how to avoid it next time.
+pub fn prelude_notice(config: &EngineConfig) -> Option<String> {
+    config.arwkv_path.as_ref()?;
+    let features = if config.arwkv_features.is_empty() {
+        "cpu".to_string()
+    } else {
+        config.arwkv_features.join(",")
+    };
+    let built = config
+        .build_dir
+        .as_ref()
+        .is_some_and(|d| prelude_library_built(d));
+    Some(if built {
+        format!("arwkv-kernel: loading the arwkv prelude (features: {features})…\n")
+    } else {
+        format!(
+            "arwkv-kernel: building the arwkv prelude (features: {features}) for the first time — about 15 \
+             minutes on 2 cores for the CPU, 20–25 with a GPU backend; cargo's progress follows. Next time \
+             `arwkv-kernel install{}` pre-builds it.\n",
+            if config.arwkv_features.is_empty() {
+                String::new()
+            } else {
+                format!(" --features {}", config.arwkv_features.join(","))
+            }
+        )
+    })
+}
+
+/// Whether `build_dir` holds a compiled prelude library.
+fn prelude_library_built(build_dir: &std::path::Path) -> bool {
+    let Ok(triples) = std::fs::read_dir(build_dir.join("target")) else {
+        return false;
+    };
+    triples.flatten().any(|t| {
+        std::fs::read_dir(t.path().join("debug").join("deps")).is_ok_and(|deps| {
+            deps.flatten().any(|f| {
+                f.file_name()
+                    .to_string_lossy()
+                    .starts_with("libarwkv_prelude")
+                    && f.path()
+                        .extension()
+                        .is_some_and(|e| e == "so" || e == "dylib")
+            })
+        })
+    })
+}
+
 /// Handles the rest of the kernel keeps.
 pub struct EngineHandles {
+    /// Whether the prelude is still loading.
+    pub prelude: Arc<PreludeStatus>,
     /// Requests.
     pub requests: Sender<EngineRequest>,
     /// The evaluation process (to kill after an ignored interrupt); set once the engine runs.
@@ -125,16 +195,31 @@ pub fn prelude(config: &EngineConfig) -> Vec<String> {
         return vec![];
     };
     let features = features_toml(&config.arwkv_features);
-    vec![
-        format!(
-            ":dep arwkv = {{ path = {:?}{features} }}",
-            path.display().to_string()
-        ),
+    let mut lines = vec![];
+    if let Some(shared) = &config.prelude_crate {
+        lines.push(format!(
+            ":dep arwkv-prelude = {{ path = {:?}{features} }}",
+            shared.display().to_string()
+        ));
+    }
+    lines.push(format!(
+        ":dep arwkv = {{ path = {:?}{features} }}",
+        path.display().to_string()
+    ));
+    lines.push(
         ":dep burn = { version = \"=0.22.1\", default-features = false, features = [\"std\"] }"
             .into(),
-        PRELUDE_USE.into(),
-    ]
+    );
+    if config.prelude_crate.is_some() {
+        // Referencing the dylib makes rustc link it; `arwkv` and `burn` then resolve to its copy.
+        lines.push(PRELUDE_LINK.into());
+    }
+    lines.push(PRELUDE_USE.into());
+    lines
 }
+
+/// The item that makes every cell link the shared prelude library.
+pub const PRELUDE_LINK: &str = "#[allow(unused_imports)] use arwkv_prelude;";
 
 /// Rewrites our own magics into code or evcxr commands: `:device NAME` sets `ARWKV_DEVICE` in the
 /// evaluation process.
@@ -248,10 +333,14 @@ pub fn start(
         std::env::set_var(arwkv_env::INTERRUPT_FILE, &config.interrupt_file);
     }
     use_build_dir(config.build_dir.as_deref());
+    let prelude = Arc::new(PreludeStatus::default());
+    prelude.set(prelude_notice(&config));
+    let status = prelude.clone();
     std::thread::Builder::new()
         .name("evcxr-engine".into())
-        .spawn(move || run(config, rx, router, stdin, child_slot))?;
+        .spawn(move || run(config, rx, router, stdin, child_slot, status))?;
     Ok(EngineHandles {
+        prelude,
         requests: tx,
         child,
     })
@@ -261,24 +350,38 @@ pub fn start(
 /// writes an `$ORIGIN`-relative runpath for `target/<triple>/debug/deps`, but evcxr loads the copy one
 /// directory up, which breaks that path whenever the build dir sits beside `~/.rustup` (it does under
 /// `~/.cache`). Called before any thread of ours reads the environment.
+/// The shared prelude library sits in `target/<host>/debug/deps` beside the cells' own copies; the
+/// same runpath problem hides it, so that folder goes on `LD_LIBRARY_PATH` too.
 fn use_build_dir(dir: Option<&std::path::Path>) {
     let Some(dir) = dir else { return };
-    let sysroot_lib = std::process::Command::new("rustc")
-        .args(["--print", "target-libdir"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let rustc = |args: &[&str]| {
+        std::process::Command::new("rustc")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let mut libs: Vec<String> = vec![];
+    if let Some(host) = rustc(&["-vV"]).and_then(|v| {
+        v.lines()
+            .find_map(|l| l.strip_prefix("host: ").map(|h| h.trim().to_string()))
+    }) {
+        let deps = dir.join("target").join(host).join("debug").join("deps");
+        libs.push(deps.display().to_string());
+    }
+    if let Some(lib) = rustc(&["--print", "target-libdir"]) {
+        libs.push(lib.trim().to_string());
+    }
+    if let Ok(old) = std::env::var("LD_LIBRARY_PATH")
+        && !old.is_empty()
+    {
+        libs.push(old);
+    }
     // SAFETY: see the function doc (single-threaded at this point).
     unsafe {
         std::env::set_var("EVCXR_TMPDIR", dir);
-        if let Some(lib) = sysroot_lib {
-            let path = match std::env::var("LD_LIBRARY_PATH") {
-                Ok(old) if !old.is_empty() => format!("{lib}:{old}"),
-                _ => lib,
-            };
-            std::env::set_var("LD_LIBRARY_PATH", path);
-        }
+        std::env::set_var("LD_LIBRARY_PATH", libs.join(":"));
     }
 }
 
@@ -312,6 +415,7 @@ fn run(
     router: Sender<RouterCommand>,
     stdin: Sender<InputBridge>,
     child_slot: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
+    prelude_status: Arc<PreludeStatus>,
 ) {
     let (mut ctx, outputs) = match evcxr::CommandContext::new() {
         Ok(x) => x,
@@ -342,6 +446,7 @@ fn run(
     {
         prelude_error = Some(format!("the arwkv prelude failed:\n{cell}\n{e}"));
     }
+    prelude_status.set(None);
     for req in requests {
         match req {
             EngineRequest::Execute {

@@ -52,24 +52,28 @@ fn home() -> Result<PathBuf> {
         .context("$HOME is not set")
 }
 
-/// `kernel.json` for `exe`.
-pub fn kernel_json(exe: &Path) -> serde_json::Value {
-    serde_json::json!({
+/// `kernel.json` for `exe`, whose prelude is built with the cargo `features` (none: the CPU only).
+pub fn kernel_json(exe: &Path, features: &[String]) -> serde_json::Value {
+    let mut spec = serde_json::json!({
         "argv": [exe.to_string_lossy(), "--connection-file", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "rust",
         "interrupt_mode": "message",
         "metadata": {"debugger": false},
-    })
+    });
+    if !features.is_empty() {
+        spec["env"] = serde_json::json!({ "ARWKV_KERNEL_FEATURES": features.join(",") });
+    }
+    spec
 }
 
 const LOGO_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64"><rect width="64" height="64" rx="10" fill="#3b2f63"/><path d="M10 46 Q22 14 32 32 T54 18" fill="none" stroke="#ffb347" stroke-width="5" stroke-linecap="round"/><text x="32" y="58" font-family="sans-serif" font-size="11" fill="#fff" text-anchor="middle">ARWKV</text></svg>"##;
 
-/// Writes the kernelspec; returns its folder.
-pub fn install(target: &InstallTarget, exe: &Path) -> Result<PathBuf> {
+/// Writes the kernelspec (prelude built with `features`); returns its folder.
+pub fn install(target: &InstallTarget, exe: &Path, features: &[String]) -> Result<PathBuf> {
     let dir = kernels_dir(target)?.join(KERNEL_NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&kernel_json(exe))?;
+    let json = serde_json::to_string_pretty(&kernel_json(exe, features))?;
     std::fs::write(dir.join("kernel.json"), json)
         .with_context(|| format!("writing {}", dir.join("kernel.json").display()))?;
     std::fs::write(dir.join("logo-svg.svg"), LOGO_SVG)
@@ -87,6 +91,7 @@ mod tests {
         let spec = install(
             &InstallTarget::Prefix(dir.path().into()),
             Path::new("/bin/arwkv-kernel"),
+            &[],
         )
         .unwrap();
         let json: serde_json::Value =
@@ -95,5 +100,14 @@ mod tests {
         assert_eq!(json["interrupt_mode"], "message");
         assert_eq!(json["argv"][2], "{connection_file}");
         assert!(spec.ends_with("share/jupyter/kernels/arwkv"));
+        assert!(
+            json.get("env").is_none(),
+            "a CPU prelude needs no environment"
+        );
+        let gpu = kernel_json(
+            Path::new("/bin/arwkv-kernel"),
+            &["hub".into(), "wgpu".into()],
+        );
+        assert_eq!(gpu["env"]["ARWKV_KERNEL_FEATURES"], "hub,wgpu");
     }
 }

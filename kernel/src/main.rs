@@ -54,6 +54,10 @@ enum Command {
         /// Only write the kernelspec; the first notebook then builds Burn and arwkv itself.
         #[arg(long)]
         no_prebuild: bool,
+        /// Cargo features of the preloaded `arwkv` (comma-separated: wgpu, cuda, rocm, hub); written
+        /// into the kernelspec and pre-built. Default: $ARWKV_KERNEL_FEATURES, else the CPU only.
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
     },
     /// Run a notebook headless with the kernel's engine and save its outputs (nbformat 4).
     Run {
@@ -91,30 +95,65 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
+/// The prelude's cargo features: `$ARWKV_KERNEL_FEATURES` (comma-separated; the kernelspec written by
+/// `install --features` sets it), checked against the features `arwkv` has.
+fn prelude_features() -> Result<Vec<String>> {
+    let features = std::env::var("ARWKV_KERNEL_FEATURES").unwrap_or_default();
+    parse_features(features.split(',').map(str::to_string).collect())
+}
+
+/// Sorted, de-duplicated features; an unknown one is an error naming it.
+fn parse_features(features: Vec<String>) -> Result<Vec<String>> {
+    const KNOWN: [&str; 5] = ["flex", "wgpu", "cuda", "rocm", "hub"];
+    let mut out: Vec<String> = vec![];
+    // `flex` (the CPU) is always built; naming it changes nothing.
+    for f in features
+        .iter()
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty() && *f != "flex")
+    {
+        anyhow::ensure!(
+            KNOWN.contains(&f),
+            "unknown prelude feature `{f}` (ARWKV_KERNEL_FEATURES / --features take {})",
+            KNOWN.join(", ")
+        );
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn engine_config(
     no_prelude: bool,
+    features: Vec<String>,
     interrupt_file: PathBuf,
     build_dir: Option<PathBuf>,
 ) -> engine::EngineConfig {
     let no_prelude =
         no_prelude || std::env::var_os("ARWKV_KERNEL_NO_PRELUDE").is_some_and(|v| v != "0");
-    let features = std::env::var("ARWKV_KERNEL_FEATURES").unwrap_or_default();
     engine::EngineConfig {
         arwkv_path: (!no_prelude).then(|| workspace_root().join("arwkv")),
-        arwkv_features: features
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect(),
+        // ARWKV_KERNEL_STATIC_PRELUDE=1 links `arwkv` into every cell instead (the layout before
+        // the shared library; each cell then has its own Burn statics, so GPU tensors do not survive
+        // from one cell to the next — kept for platforms where a Rust dylib cannot be loaded).
+        prelude_crate: (!no_prelude
+            && !std::env::var_os("ARWKV_KERNEL_STATIC_PRELUDE").is_some_and(|v| v != "0"))
+        .then(|| workspace_root().join("kernel").join("prelude")),
+        arwkv_features: features,
         interrupt_file,
         build_dir,
         workspace_lock: Some(workspace_root().join("Cargo.lock")),
     }
 }
 
-fn acquire_build_dir() -> Result<build_dir::BuildDir> {
+/// A build directory for a prelude with `features` (one pool per feature set, so a CPU kernel and
+/// a WGPU kernel never rebuild each other's dependencies).
+fn acquire_build_dir(features: &[String]) -> Result<build_dir::BuildDir> {
     build_dir::acquire(
         &build_dir::pool_root(),
+        features,
         Some(&workspace_root().join("Cargo.lock")),
     )
 }
@@ -128,6 +167,7 @@ fn main() -> Result<()> {
                 sys_prefix,
                 prefix,
                 no_prebuild,
+                features,
                 ..
             }),
             _,
@@ -137,22 +177,37 @@ fn main() -> Result<()> {
                 (_, Some(p)) => kernelspec::InstallTarget::Prefix(p),
                 _ => kernelspec::InstallTarget::User,
             };
+            let features = match features {
+                Some(f) => parse_features(f)?,
+                None => prelude_features()?,
+            };
             let exe = std::env::current_exe().context("locating this executable")?;
-            let dir = kernelspec::install(&target, &exe)?;
+            let dir = kernelspec::install(&target, &exe, &features)?;
             println!(
-                "installed kernelspec `{}` in {}",
+                "installed kernelspec `{}` in {} (prelude features: {})",
                 kernelspec::KERNEL_NAME,
-                dir.display()
+                dir.display(),
+                if features.is_empty() {
+                    "cpu".to_string()
+                } else {
+                    features.join(",")
+                }
             );
             if !no_prebuild && !cli.no_prelude {
-                let build = acquire_build_dir()?;
+                let build = acquire_build_dir(&features)?;
+                let warm = build.path.join("target").is_dir();
                 println!(
-                    "pre-building the arwkv prelude in {} (once; later kernels start warm)…",
-                    build.path.display()
+                    "pre-building the arwkv prelude in {} ({}; later kernels start warm)…",
+                    build.path.display(),
+                    if warm {
+                        "found built, checking"
+                    } else {
+                        "first build: about 15 minutes on 2 cores for the CPU, 20–25 with a GPU backend"
+                    }
                 );
                 let interrupt = build.path.join("prebuild.interrupt");
-                let took =
-                    engine::prebuild(&engine_config(false, interrupt, Some(build.path.clone())))?;
+                let config = engine_config(false, features, interrupt, Some(build.path.clone()));
+                let took = engine::prebuild(&config)?;
                 println!("prelude built in {:.1} s", took.as_secs_f64());
             }
             Ok(())
@@ -170,9 +225,10 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|p| parameters::parse_assignment(p))
                 .collect::<Result<Vec<_>>>()?;
-            let mut config = engine_config(cli.no_prelude, PathBuf::new(), None);
+            let mut config =
+                engine_config(cli.no_prelude, prelude_features()?, PathBuf::new(), None);
             let build = match config.arwkv_path {
-                Some(_) => Some(acquire_build_dir()?),
+                Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
                 None => None,
             };
             let scratch = tempfile::tempdir().context("creating a scratch directory")?;
@@ -204,7 +260,7 @@ fn main() -> Result<()> {
             let nb = notebook_file::Notebook::read(&notebook)?;
             match format.as_str() {
                 "cargo" => {
-                    let config = engine_config(false, PathBuf::new(), None);
+                    let config = engine_config(false, prelude_features()?, PathBuf::new(), None);
                     let source = export::ExportSource {
                         arwkv_path: workspace_root().join("arwkv"),
                         arwkv_features: config.arwkv_features,
@@ -228,10 +284,15 @@ fn main() -> Result<()> {
             Ok(())
         }
         (None, Some(file)) => {
-            let mut config = engine_config(cli.no_prelude, file.with_extension("interrupt"), None);
+            let mut config = engine_config(
+                cli.no_prelude,
+                prelude_features()?,
+                file.with_extension("interrupt"),
+                None,
+            );
             // A plain Rust kernel builds in a fresh temporary dir; with the prelude, a warm pooled one.
             let build = match config.arwkv_path {
-                Some(_) => Some(acquire_build_dir()?),
+                Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
                 None => None,
             };
             config.build_dir = build.as_ref().map(|b| b.path.clone());

@@ -187,6 +187,9 @@ pub fn run(options: &RunOptions, config: EngineConfig) -> Result<PathBuf> {
     // Cells of a headless run get no stdin: prompts read an empty line.
     let (stdin_tx, _stdin_rx) = crossbeam_channel::unbounded();
     let handles = engine::start(config, router_tx, stdin_tx)?;
+    if let Some(notice) = handles.prelude.notice() {
+        eprint!("{notice}");
+    }
 
     let code_cells: Vec<usize> = (0..nb.len())
         .filter(|&i| nb.kind(i) == CellKind::Code)

@@ -100,6 +100,9 @@ struct Shell {
     abort_before: Option<chrono::DateTime<chrono::Utc>>,
     running: Arc<Mutex<Option<u64>>>,
     cell_serial: u64,
+    /// Whether the prelude still loads (a cell that waits for it is told why, with cargo's progress).
+    prelude: Arc<crate::engine::PreludeStatus>,
+    router: crossbeam_channel::Sender<crate::router::RouterCommand>,
 }
 
 impl Shell {
@@ -268,6 +271,17 @@ impl Shell {
                 request,
             );
         }
+        if let Some(notice) = self.prelude.notice() {
+            // The engine is still loading the prelude: this cell gets the notice and, until the
+            // engine takes it, the build's progress lines.
+            let parent = Box::new(request.clone());
+            let _ = self
+                .router
+                .send(crate::router::RouterCommand::Begin(parent));
+            let _ = self
+                .router
+                .send(crate::router::RouterCommand::Stderr(notice));
+        }
         self.cell_serial += 1;
         *self.running.lock().expect("running") = Some(self.cell_serial);
         let (done, wait) = oneshot::channel();
@@ -393,7 +407,7 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
     }
     let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<InputBridge>();
     let interrupt_file = config.interrupt_file.clone();
-    let handles = engine::start(config, router_tx, stdin_tx)?;
+    let handles = engine::start(config, router_tx.clone(), stdin_tx)?;
 
     tokio::spawn(async move {
         loop {
@@ -539,6 +553,8 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
         abort_before: None,
         running,
         cell_serial: 0,
+        prelude: handles.prelude.clone(),
+        router: router_tx.clone(),
     };
     let (mut shell_send, mut shell_recv) = shell.split();
     let shell_task = async {

@@ -10,6 +10,7 @@ has pre-built the prelude):
 """
 
 import json
+import re
 import os
 import pathlib
 import tempfile
@@ -27,6 +28,8 @@ KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
 TIMEOUT = float(os.environ.get("ARWKV_KERNEL_CELL_TIMEOUT", "600"))
 HERE = pathlib.Path(__file__).parent
 PLOTLY = "application/vnd.plotly.v1+json"
+# Whether the kernelspec's prelude has the wgpu backend (run.sh installs it with `--features wgpu`).
+GPU = "wgpu" in os.environ.get("ARWKV_KERNEL_FEATURES", "")
 
 
 def run_cell(kc, code, timeout=TIMEOUT, **kw):
@@ -39,7 +42,10 @@ def result_text(outputs):
 
 
 def points(bundle):
-    return sum(len(trace["x"]) for trace in bundle[PLOTLY]["data"])
+    """Points drawn: the Plotly figure's (final bundle) or the SVG chart's (live bundles)."""
+    if PLOTLY in bundle:
+        return sum(len(trace["x"]) for trace in bundle[PLOTLY]["data"])
+    return sum(len(p.split()) for p in re.findall(r'<polyline[^>]* points="([^"]*)"', bundle["text/html"]))
 
 
 class ArwkvCells(unittest.TestCase):
@@ -71,10 +77,17 @@ class ArwkvCells(unittest.TestCase):
         shown = [m for m in outputs if m["msg_type"] == "display_data"]
         updates = [m for m in outputs if m["msg_type"] == "update_display_data"]
         self.assertEqual(len(shown), 1)
-        self.assertIn(PLOTLY, shown[0]["content"]["data"])
+        # While running: HTML (SVG) that front ends redraw on every update; Plotly only at the end,
+        # where the change of preferred MIME type makes JupyterLab build a fresh interactive figure.
+        self.assertNotIn(PLOTLY, shown[0]["content"]["data"])
         self.assertIn("text/html", shown[0]["content"]["data"])
         display_id = shown[0]["content"]["transient"]["display_id"]
         self.assertGreaterEqual(len(updates), 2, "the curve should be updated while the cell runs")
+        self.assertTrue(all(PLOTLY not in u["content"]["data"] for u in updates[:-1]))
+        final = updates[-1]["content"]["data"]
+        self.assertIn(PLOTLY, final)
+        self.assertIn("text/html", final)
+        self.assertIn("text/plain", final)
         counts = [points(u["content"]["data"]) for u in updates]
         self.assertEqual(counts, sorted(counts), "updates carry a growing curve")
         self.assertEqual(counts[-1], 60)
@@ -110,6 +123,36 @@ class ArwkvCells(unittest.TestCase):
         self.assertEqual(result_text(outputs), "(true, true, true)")
         reply, outputs = run_cell(self.kc, "arwkv::distill::run::latest_checkpoint(&cfg.out).is_some()")
         self.assertEqual(result_text(outputs), "true", "the interrupted run saved its model")
+
+    @unittest.skipUnless(GPU, "the kernel's prelude has no wgpu backend (ARWKV_KERNEL_FEATURES)")
+    def test_a_model_on_the_gpu_backend_survives_later_cells_errors_and_training(self):
+        out = tempfile.mkdtemp(prefix="arwkv-gpu-cells-")
+        steps = [
+            ('unsafe { std::env::set_var("ARWKV_DEVICE", "wgpu") }\n'
+             "let gdev = arwkv::device::current_device().unwrap();\n"
+             "let gdir = arwkv::distill::preset::tiny_assets().join(\"teacher\").display().to_string();\n"
+             "let gmodel = arwkv::pretrained::Pretrained::load(&gdir, &gdev).unwrap();\n"
+             "let gones = burn::Tensor::<2>::ones([2, 3], &gdev);", "ok", None),
+            ("gones.clone().sum().into_scalar::<f32>()", "ok", "6.0"),
+            ('let gtext = gmodel.complete("KING HENRY.\\n", 8, &gdev).unwrap();', "ok", None),
+            ('panic!("a failing cell in between")', "error", None),
+            ('let broken: u32 = "not a number";', "error", None),
+            ('gmodel.complete("KING HENRY.\\n", 8, &gdev).unwrap() == gtext', "ok", "true"),
+            ("let mut gcfg = arwkv::distill::preset::preset_plan(\"tiny\").unwrap()\n"
+             f"    .stage_config(arwkv::distill::run::Stage::Align, {json.dumps(out)}).unwrap();\n"
+             'gcfg.device = "wgpu".into(); gcfg.steps = 2; gcfg.save_every = 2;\n'
+             'let mut gobs = NotebookObserver::new("stage 1 on wgpu");\n'
+             "let gsummary = arwkv::distill::run::run(&gcfg, false, &mut gobs).unwrap();", "ok", None),
+            ("let gconfig = arwkv::generation::GenerationConfig { max_new_tokens: 4, ..Default::default() };\n"
+             "arwkv::generation::generate(&gsummary.student, &[1, 2, 3], &gconfig, &gdev, |_| Ok(())).unwrap().len()",
+             "ok", "4"),
+        ]
+        for code, status, text in steps:
+            reply, outputs = run_cell(self.kc, code)
+            self.assertEqual(reply["status"], status, (code, reply, outputs[-3:]))
+            if text is not None:
+                self.assertEqual(result_text(outputs), text, code)
+
 
 class NbclientLivePlot(unittest.TestCase):
     """Runs after ArwkvCells has shut its kernel down, so this one gets the warm build dir."""

@@ -22,12 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+DEVICE_CELLS = ROOT / "tests" / "kernel" / "device_cells.ipynb"
 KERNEL_BIN = os.environ.get("ARWKV_KERNEL_BIN", str(ROOT / "target" / "debug" / "arwkv-kernel"))
 KERNEL = os.environ.get("ARWKV_KERNEL_NAME", "arwkv")
 TIMEOUT = int(os.environ.get("ARWKV_NOTEBOOK_TIMEOUT", "1800"))
@@ -48,6 +50,17 @@ SMALL = {
     "06-state-tracking": {"steps": "20", "train_rows": "200", "test_rows": "10", "long_len": "12"},
 }
 EXPORTED = ["01-rwkv7-time-mixing", "02-stage1-alignment"]
+# GPU backends: every notebook also runs on WGPU (Mesa lavapipe in CI; the same CubeCL + fusion path
+# as CUDA and ROCm) when the kernel's prelude is built with `wgpu` (ARWKV_KERNEL_FEATURES). Its final
+# metrics must agree with the CPU run's within ABS_TOL + REL_TOL * |cpu| (f32 on both; the GPU
+# reduces in another order, and a few training steps amplify that).
+GPU_DEVICES = [d for d in os.environ.get("ARWKV_NOTEBOOK_GPU_DEVICES",
+                                         "wgpu" if "wgpu" in os.environ.get("ARWKV_KERNEL_FEATURES", "") else "").split(",") if d]
+ABS_TOL, REL_TOL = 1e-3, 2e-2
+# Exported and run on the GPU too (built with the prelude's features), compared with the notebook's
+# GPU metrics within the same tolerance; and run through `jupyter execute` on the GPU.
+GPU_EXPORTED = ["02-stage1-alignment"]
+GPU_JUPYTER_EXECUTE = ["00-quickstart"]
 # nbclient runs the same engine as the headless runner; each kernel start costs ~40 s of evcxr's
 # rust-analyzer indexing Burn, so CI runs this subset through `jupyter execute` (ARWKV_JUPYTER_EXECUTE
 # = "all" or a comma-separated list to change it).
@@ -80,6 +93,29 @@ def notebook_text(nb):
             if o.output_type == "stream":
                 out.append(o.text if isinstance(o.text, str) else "".join(o.text))
     return "".join(out)
+
+
+def metrics_values(line):
+    """`final metrics <label> {json}` → (label, {name: value})."""
+    label, _, payload = line[len(METRICS):].partition(" ")
+    return label, json.loads(payload)
+
+
+def assert_metrics_close(test, got, want, what):
+    """Final-metrics lines of two runs agree within ABS_TOL + REL_TOL * |want|, name by name."""
+    test.assertEqual(len(got), 1, f"{what}: one final-metrics line expected, got {got}")
+    (label, values), (want_label, want_values) = metrics_values(got[0]), metrics_values(want[0])
+    test.assertEqual(label, want_label)
+    test.assertEqual(sorted(values), sorted(want_values))
+    for key, expected in want_values.items():
+        test.assertLessEqual(abs(values[key] - expected), ABS_TOL + REL_TOL * abs(expected),
+                             f"{what}: {key} = {values[key]} vs {expected}")
+
+
+def gpu_params(name, device):
+    params = dict(SMALL[name])
+    params["device"] = device
+    return params
 
 
 def run_headless(name, cwd, params, out):
@@ -120,17 +156,86 @@ class Headless(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.work, ignore_errors=True)
 
-    def run_notebook(self, name):
-        if name in self.executed:
-            return self.executed[name]
-        cwd = self.work / name
+    def run_notebook(self, name, device="cpu"):
+        key = (name, device)
+        if key in self.executed:
+            return self.executed[key]
+        cwd = self.work / f"{name}-{device}"
         cwd.mkdir()
         out = cwd / f"{name}.ipynb"
-        done = run_headless(name, cwd, SMALL[name], out)
-        self.assertEqual(done.returncode, 0, f"{name} failed:\n{done.stderr[-6000:]}")
+        params = SMALL[name] if device == "cpu" else gpu_params(name, device)
+        started = time.time()
+        done = run_headless(name, cwd, params, out)
+        self.assertEqual(done.returncode, 0, f"{name} on {device} failed:\n{done.stderr[-6000:]}")
+        print(f"\n{name} on {device}: {time.time() - started:.0f} s", file=sys.stderr)
         nb = nbformat.read(out, as_version=4)
-        self.executed[name] = (cwd, out, nb)
-        return self.executed[name]
+        self.executed[key] = (cwd, out, nb)
+        return self.executed[key]
+
+    def test_every_notebook_runs_on_the_gpu_backend_with_the_cpu_metrics(self):
+        if not GPU_DEVICES:
+            self.skipTest("the kernel's prelude has no GPU backend (ARWKV_KERNEL_FEATURES)")
+        for device in GPU_DEVICES:
+            for name in selected():
+                with self.subTest(notebook=name, device=device):
+                    _, _, cpu = self.run_notebook(name)
+                    _, _, gpu = self.run_notebook(name, device)
+                    code = [c for c in gpu.cells if c.cell_type == "code"]
+                    self.assertTrue(all(c.execution_count for c in code), "every code cell ran")
+                    for cell in code:
+                        for o in cell.outputs:
+                            self.assertNotEqual(o.output_type, "error", cell.source)
+                    got, want = metrics_lines(notebook_text(gpu)), metrics_lines(notebook_text(cpu))
+                    print(f"{name}: cpu {want[0]}\n{name}: {device} {got[0] if got else None}", file=sys.stderr)
+                    assert_metrics_close(self, got, want, f"{name} on {device} vs cpu")
+
+    def test_gpu_models_and_tensors_survive_from_cell_to_cell_in_the_runner(self):
+        if not GPU_DEVICES:
+            self.skipTest("the kernel's prelude has no GPU backend (ARWKV_KERNEL_FEATURES)")
+        for device in GPU_DEVICES:
+            with self.subTest(device=device):
+                cwd = self.work / f"device-cells-{device}"
+                cwd.mkdir()
+                out = cwd / "device_cells.ipynb"
+                done = subprocess.run([KERNEL_BIN, "run", str(DEVICE_CELLS), "--out", str(out), "-p", f"device={device}"],
+                                      cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+                self.assertEqual(done.returncode, 0, done.stderr[-6000:])
+                lines = metrics_lines(notebook_text(nbformat.read(out, as_version=4)))
+                self.assertEqual(len(lines), 1)
+                self.assertEqual(metrics_values(lines[0])[1], {"generated": 6.0, "steps": 2.0})
+
+    def test_exported_programs_run_on_the_gpu_backend(self):
+        if not GPU_DEVICES:
+            self.skipTest("the kernel's prelude has no GPU backend (ARWKV_KERNEL_FEATURES)")
+        target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
+        for device in GPU_DEVICES:
+            for name in [n for n in GPU_EXPORTED if n in selected()]:
+                with self.subTest(notebook=name, device=device):
+                    cwd, executed, nb = self.run_notebook(name, device)
+                    stdout = self.export_build_run(cwd, executed, target)
+                    assert_metrics_close(self, metrics_lines(stdout), metrics_lines(notebook_text(nb)),
+                                         f"exported {name} on {device}")
+
+    def export_build_run(self, cwd, executed, target):
+        """Exports the executed notebook, builds it (release, offline) and runs it; returns stdout."""
+        project = cwd / "export"
+        done = subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
+                              capture_output=True, text=True, timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        env = dict(os.environ, CARGO_TARGET_DIR=target)
+        build = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
+                               cwd=project, env=env, capture_output=True, text=True, timeout=3600)
+        self.assertEqual(build.returncode, 0, build.stderr[-6000:])
+        package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
+                       if l.startswith("name = "))
+        run_dir = cwd / "program-run"
+        run_dir.mkdir()
+        program = subprocess.run([str(pathlib.Path(target) / "release" / package)], cwd=run_dir,
+                                 capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(program.returncode, 0, program.stderr[-6000:])
+        self.assertTrue((run_dir / "arwkv-displays").is_dir() or "display" not in executed.read_text(),
+                        "displays became HTML files")
+        return program.stdout
 
     def test_every_notebook_runs_headless_and_saves_its_outputs(self):
         for name in selected():
@@ -146,6 +251,8 @@ class Headless(unittest.TestCase):
                 for cell in code:
                     for o in cell.outputs:
                         self.assertNotEqual(o.output_type, "error", cell.source)
+                        if o.output_type == "display_data" and "data-series=" in o.data.get("text/html", ""):
+                            self.assertIn(PLOTLY, o.data, "a saved loss plot ends as the Plotly figure")
                         if o.output_type == "display_data" and PLOTLY in o.data:
                             points = sum(len(t.get("x", t.get("z", []))) for t in o.data[PLOTLY]["data"])
                             self.assertGreater(points, 0, "a saved plot holds its final curve")
@@ -157,41 +264,28 @@ class Headless(unittest.TestCase):
                 continue
             with self.subTest(notebook=name):
                 cwd, executed, nb = self.run_notebook(name)
-                project = cwd / "export"
-                done = subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
-                                      capture_output=True, text=True, timeout=600)
-                self.assertEqual(done.returncode, 0, done.stderr)
-                env = dict(os.environ, CARGO_TARGET_DIR=target)
-                build = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
-                                       cwd=project, env=env, capture_output=True, text=True, timeout=3600)
-                self.assertEqual(build.returncode, 0, build.stderr[-6000:])
-                package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
-                               if l.startswith("name = "))
-                run_dir = cwd / "program-run"
-                run_dir.mkdir()
-                program = subprocess.run([str(pathlib.Path(target) / "release" / package)], cwd=run_dir,
-                                         capture_output=True, text=True, timeout=TIMEOUT)
-                self.assertEqual(program.returncode, 0, program.stderr[-6000:])
+                stdout = self.export_build_run(cwd, executed, target)
                 expected = metrics_lines(notebook_text(nb))
                 self.assertEqual(len(expected), 1)
-                self.assertEqual(metrics_lines(program.stdout), expected,
+                self.assertEqual(metrics_lines(stdout), expected,
                                  "the exported program prints the notebook's final metrics exactly")
-                self.assertTrue((run_dir / "arwkv-displays").is_dir() or "display" not in executed.read_text(),
-                                "displays became HTML files")
 
 
 class JupyterExecute(unittest.TestCase):
-    """The same notebooks through nbclient (`jupyter execute`), with the same small parameters."""
+    """The same notebooks through nbclient (`jupyter execute`), with the same small parameters (and
+    one of them on the GPU backend)."""
 
     def test_every_notebook_runs_in_jupyter_execute(self):
+        runs = [(n, "cpu", SMALL[n]) for n in jupyter_execute_selected()]
+        runs += [(n, d, gpu_params(n, d)) for d in GPU_DEVICES for n in GPU_JUPYTER_EXECUTE if n in selected()]
         work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-jupyter-execute-"))
         try:
-            for name in jupyter_execute_selected():
-                with self.subTest(notebook=name):
+            for name, device, params in runs:
+                with self.subTest(notebook=name, device=device):
                     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-                    if SMALL[name]:
-                        inject(nb, SMALL[name])
-                    cwd = work / name
+                    if params:
+                        inject(nb, params)
+                    cwd = work / f"{name}-{device}"
                     cwd.mkdir()
                     path = cwd / f"{name}.ipynb"
                     nbformat.write(nb, path)

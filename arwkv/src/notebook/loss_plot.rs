@@ -1,8 +1,13 @@
-//! A live multi-series loss curve. Each refresh sends one bundle: the Plotly figure
-//! (`application/vnd.plotly.v1+json`, rendered by JupyterLab / VS Code), a self-contained SVG chart as
-//! `text/html` (any front end, offline, GitHub previews) and the last values as `text/plain`.
+//! A live multi-series loss curve.
+//!
+//! While a cell trains, each refresh sends a self-contained SVG chart as `text/html` plus the last
+//! values as `text/plain`: every front end redraws HTML when a display is updated in place. The
+//! final state (`finish`) adds the interactive Plotly figure (`application/vnd.plotly.v1+json`).
+//! Plotly's JupyterLab renderer ignores updates once it has drawn a graph, but front ends pick a new
+//! renderer when the preferred MIME type of an update changes, so the switch from HTML to Plotly at
+//! the end builds a fresh interactive figure with every point (docs/NOTEBOOKS.md, "Live plots").
 //! Refreshes are throttled (at most `max_hz` per second) and every series is down-sampled to at most
-//! `max_points`; `finish` always sends the final state.
+//! `max_points`.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +16,12 @@ use plotly::layout::{Axis, AxisType, Layout};
 use plotly::{Plot, Scatter};
 use serde_json::Value;
 
-use super::display::{Bundle, DisplayHandle, display};
+#[cfg(not(test))]
+use super::display::display;
+use super::display::{Bundle, DisplayHandle};
+
+/// The MIME type of a Plotly figure.
+pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
 
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -33,9 +43,15 @@ pub struct LossPlot {
     max_points: usize,
     min_interval: Duration,
     series: Vec<Series>,
+    #[cfg_attr(test, allow(dead_code))]
     handle: Option<DisplayHandle>,
     last_sent: Option<Instant>,
     dirty: bool,
+    /// Whether the last bundle sent was the final one (with the Plotly figure).
+    finished: bool,
+    /// What was sent, in order (tests read it instead of a display channel).
+    #[cfg(test)]
+    sent: Vec<Bundle>,
 }
 
 impl LossPlot {
@@ -52,6 +68,9 @@ impl LossPlot {
             handle: None,
             last_sent: None,
             dirty: false,
+            finished: false,
+            #[cfg(test)]
+            sent: vec![],
         }
     }
 
@@ -94,6 +113,7 @@ impl LossPlot {
         };
         self.series[i].points.push((x, y));
         self.dirty = true;
+        self.finished = false;
         if self
             .last_sent
             .is_none_or(|t| t.elapsed() >= self.min_interval)
@@ -102,23 +122,40 @@ impl LossPlot {
         }
     }
 
-    /// Sends the current state now (if anything changed).
+    /// Sends the current live state now (if anything changed).
     pub fn refresh(&mut self) {
         if !self.dirty {
             return;
         }
-        let bundle = self.bundle();
+        self.send(self.live_bundle(), false);
+    }
+
+    /// Sends the final state, the interactive Plotly figure included (call when training ends, also
+    /// after an interrupt; calling it again is harmless).
+    pub fn finish(&mut self) {
+        if self.series.iter().all(|s| s.points.is_empty()) {
+            return;
+        }
+        self.send(self.bundle(), true);
+    }
+
+    /// Whether the display shows the final, interactive figure with every point (set by `finish`,
+    /// cleared by a new point).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn send(&mut self, bundle: Bundle, finished: bool) {
+        #[cfg(test)]
+        self.sent.push(bundle.clone());
+        #[cfg(not(test))]
         match &self.handle {
             Some(h) => h.update(bundle),
             None => self.handle = Some(display(bundle)),
         }
         self.last_sent = Some(Instant::now());
         self.dirty = false;
-    }
-
-    /// Sends the final state (call when training ends, also after an interrupt).
-    pub fn finish(&mut self) {
-        self.refresh();
+        self.finished = finished;
     }
 
     /// Points per series, down-sampled as drawn.
@@ -129,7 +166,16 @@ impl LossPlot {
             .collect()
     }
 
-    /// The bundle of the current state.
+    /// The bundle sent while training: the SVG chart as HTML and the last values as text.
+    pub fn live_bundle(&self) -> Bundle {
+        let drawn = self.drawn();
+        let mut b = Bundle::new();
+        b.insert("text/html".into(), Value::String(self.svg(&drawn)));
+        b.insert("text/plain".into(), Value::String(self.text(&drawn)));
+        b
+    }
+
+    /// The final bundle: the Plotly figure, the SVG chart as HTML and the last values as text.
     pub fn bundle(&self) -> Bundle {
         let drawn = self.drawn();
         let mut plot = Plot::new();
@@ -148,19 +194,21 @@ impl LossPlot {
                 .y_axis(y_axis),
         );
         let figure: Value = serde_json::from_str(&plot.to_json()).expect("plotly writes JSON");
-        let text = drawn
+        let mut b = Bundle::new();
+        b.insert(PLOTLY_MIME.into(), figure);
+        b.insert("text/html".into(), Value::String(self.svg(&drawn)));
+        b.insert("text/plain".into(), Value::String(self.text(&drawn)));
+        b
+    }
+
+    /// `title: name = last y @ last x, …`.
+    fn text(&self, drawn: &[(String, Vec<(f64, f64)>)]) -> String {
+        let last = drawn
             .iter()
             .filter_map(|(n, p)| p.last().map(|(x, y)| format!("{n} = {y:.4} @ {x}")))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut b = Bundle::new();
-        b.insert("application/vnd.plotly.v1+json".into(), figure);
-        b.insert("text/html".into(), Value::String(self.svg(&drawn)));
-        b.insert(
-            "text/plain".into(),
-            Value::String(format!("{}: {text}", self.title)),
-        );
-        b
+        format!("{}: {last}", self.title)
     }
 
     /// A self-contained SVG line chart of `drawn`.
@@ -214,8 +262,9 @@ impl LossPlot {
                 .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
                 .collect();
             s.push_str(&format!(
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
+                "<polyline data-series=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
                  <text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
+                escape(name).replace('"', "&quot;"),
                 path.join(" "),
                 w - pad - 150.0,
                 pad + 14.0 * (i as f64 + 1.0),
@@ -279,5 +328,32 @@ mod tests {
             b["text/plain"],
             "stage 1: loss = 0.1000 @ 9, layer 0 = 0.2000 @ 9"
         );
+        // While training: the same chart and text, no Plotly (front ends would not redraw it).
+        let live = p.live_bundle();
+        assert!(!live.contains_key(PLOTLY_MIME));
+        assert_eq!(live["text/html"], b["text/html"]);
+        assert_eq!(live["text/plain"], b["text/plain"]);
+    }
+
+    #[test]
+    fn live_updates_are_html_and_finish_sends_the_plotly_figure() {
+        let mut p = LossPlot::new("curve");
+        p.finish();
+        assert!(p.sent.is_empty(), "an empty plot shows nothing");
+        p.push("loss", 1.0, 2.0);
+        p.push("loss", 2.0, 1.5); // throttled: within 200 ms of the first refresh
+        assert_eq!(p.sent.len(), 1);
+        assert!(!p.sent[0].contains_key(PLOTLY_MIME) && p.sent[0].contains_key("text/html"));
+        assert!(!p.is_finished());
+        p.finish();
+        assert!(p.is_finished());
+        let last = p.sent.last().unwrap();
+        assert_eq!(
+            last[PLOTLY_MIME]["data"][0]["x"].as_array().unwrap().len(),
+            2
+        );
+        assert!(last.contains_key("text/html") && last.contains_key("text/plain"));
+        p.push("loss", 3.0, 1.0);
+        assert!(!p.is_finished(), "a new point goes back to the live chart");
     }
 }
