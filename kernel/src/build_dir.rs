@@ -5,6 +5,11 @@
 //! share one: the first free directory is taken, `install` pre-builds directory 0, and a restart finds
 //! its dependencies already compiled. The workspace's `Cargo.lock` seeds each directory so the
 //! cells resolve to the same crate versions as the library (and need no registry index).
+//!
+//! A second kernel running beside the first takes the next directory. If that one holds no built
+//! prelude, it is seeded from a sibling that does ([`seed_from_sibling`]): cargo's outputs are
+//! relocatable, so hard links to the sibling's compiled dependencies make the new directory fresh at
+//! once, instead of a rebuild of many minutes and another copy of Burn on disk.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -61,6 +66,9 @@ pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<
             .with_context(|| format!("opening {}", lock_path.display()))?;
         match file.try_lock() {
             Ok(()) => {
+                if !prelude_library_built(&path) {
+                    seed_from_sibling(root, features, &path)?;
+                }
                 seed_lockfile(&path, lock)?;
                 return Ok(BuildDir { path, _lock: file });
             }
@@ -74,6 +82,99 @@ pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<
         "all {POOL_SIZE} kernel build directories under {} are in use by running kernels",
         root.display()
     )
+}
+
+/// Whether `build_dir` holds a compiled prelude library (`libarwkv_prelude.so`).
+pub fn prelude_library_built(build_dir: &Path) -> bool {
+    let Ok(triples) = std::fs::read_dir(build_dir.join("target")) else {
+        return false;
+    };
+    triples.flatten().any(|t| {
+        std::fs::read_dir(t.path().join("debug").join("deps")).is_ok_and(|deps| {
+            deps.flatten().any(|f| {
+                f.file_name()
+                    .to_string_lossy()
+                    .starts_with("libarwkv_prelude")
+                    && f.path()
+                        .extension()
+                        .is_some_and(|e| e == "so" || e == "dylib")
+            })
+        })
+    })
+}
+
+/// Files at least this large are hard-linked when a directory is seeded; smaller ones (cargo's
+/// fingerprints and dep-info, which cargo rewrites in place) are copied. rustc and the linker
+/// replace their large outputs by renaming a new file over the old one, so a later rebuild in one
+/// directory never changes the other's files.
+const HARD_LINK_FROM_BYTES: u64 = 64 * 1024;
+
+/// Seeds `dest`'s `target/` from the first sibling slot (same feature set) that holds a built
+/// prelude. Incremental-compilation caches and earlier sessions' cell libraries are left out. The
+/// copy is made beside `target/` and renamed into place, so a kernel killed while seeding leaves
+/// no half-filled directory. Returns whether a sibling was found.
+pub fn seed_from_sibling(root: &Path, features: &[String], dest: &Path) -> Result<bool> {
+    let Some(source) = (0..POOL_SIZE)
+        .map(|i| root.join(slot_name(features, i)))
+        .find(|p| p != dest && prelude_library_built(p))
+    else {
+        return Ok(false);
+    };
+    let staging = dest.join("target.seeding");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("removing {}", staging.display()))?;
+    }
+    clone_tree(&source.join("target"), &staging).with_context(|| {
+        format!(
+            "seeding {} from the built prelude in {}",
+            dest.display(),
+            source.display()
+        )
+    })?;
+    let target = dest.join("target");
+    if target.exists() {
+        std::fs::remove_dir_all(&target)
+            .with_context(|| format!("removing the unfinished build in {}", target.display()))?;
+    }
+    std::fs::rename(&staging, &target)
+        .with_context(|| format!("moving {} into place", staging.display()))?;
+    Ok(true)
+}
+
+/// Copies the tree `from` to `to`: large files as hard links, small ones as copies (see
+/// [`HARD_LINK_FROM_BYTES`]), skipping `incremental/` and evcxr's per-cell `libcode_N` libraries.
+fn clone_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name_text = name.to_string_lossy();
+        if name_text == "incremental" || name_text.starts_with("libcode_") {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            clone_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if entry.metadata()?.len() < HARD_LINK_FROM_BYTES
+            || std::fs::hard_link(&src, &dst).is_err()
+        {
+            copy_keeping_mtime(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file with its modification time: cargo decides what is stale by comparing the times of
+/// outputs and fingerprints, so a copy stamped "now" would make everything after it rebuild.
+fn copy_keeping_mtime(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::copy(src, dst)?;
+    let modified = std::fs::metadata(src)?.modified()?;
+    File::options().write(true).open(dst)?.set_modified(modified)?;
+    Ok(())
 }
 
 /// Copies the workspace `Cargo.lock` into `dir` unless the one there already pins `arwkv`. evcxr's
@@ -120,8 +221,47 @@ mod tests {
                 .unwrap()
                 .contains("arwkv")
         );
+        // The second directory had no prelude and no built sibling: nothing was seeded.
+        assert!(!second.path.join("target").exists());
         let first_path = first.path.clone();
         drop(first);
         assert_eq!(acquire(root.path(), &[], None).unwrap().path, first_path);
+    }
+
+    #[test]
+    fn a_second_directory_is_seeded_from_a_built_sibling_with_links_and_copies() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let built = root.path().join(slot_name(&[], 0));
+        let deps = built.join("target/x86_64-unknown-linux-gnu/debug/deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::create_dir_all(built.join("target/x86_64-unknown-linux-gnu/debug/incremental/ctx-1")).unwrap();
+        let big = vec![7u8; HARD_LINK_FROM_BYTES as usize];
+        std::fs::write(deps.join("libarwkv_prelude.so"), &big).unwrap();
+        std::fs::write(deps.join("libcode_3.so"), &big).unwrap();
+        std::fs::write(deps.join("arwkv-1234.d"), "small").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(deps.join("arwkv-1234.d"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let _first = acquire(root.path(), &[], None).unwrap();
+        let second = acquire(root.path(), &[], None).unwrap();
+        let seeded = second.path.join("target/x86_64-unknown-linux-gnu/debug/deps");
+        assert!(prelude_library_built(&second.path));
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&seeded.join("libarwkv_prelude.so")), ino(&deps.join("libarwkv_prelude.so")));
+        assert_ne!(ino(&seeded.join("arwkv-1234.d")), ino(&deps.join("arwkv-1234.d")));
+        assert_eq!(std::fs::read_to_string(seeded.join("arwkv-1234.d")).unwrap(), "small");
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(mtime(&seeded.join("arwkv-1234.d")), mtime(&deps.join("arwkv-1234.d")));
+        assert!(!seeded.join("libcode_3.so").exists());
+        assert!(!second.path.join("target/x86_64-unknown-linux-gnu/debug/incremental").exists());
+        assert!(!second.path.join("target.seeding").exists());
+        // A directory of another feature set is not seeded from this one.
+        let gpu = acquire(root.path(), &["wgpu".into()], None).unwrap();
+        assert!(!prelude_library_built(&gpu.path));
     }
 }

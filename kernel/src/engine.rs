@@ -130,7 +130,7 @@ pub fn prelude_notice(config: &EngineConfig) -> Option<String> {
     let built = config
         .build_dir
         .as_ref()
-        .is_some_and(|d| prelude_library_built(d));
+        .is_some_and(|d| crate::build_dir::prelude_library_built(d));
     Some(if built {
         format!("arwkv-kernel: loading the arwkv prelude (features: {features})…\n")
     } else {
@@ -144,25 +144,6 @@ pub fn prelude_notice(config: &EngineConfig) -> Option<String> {
                 format!(" --features {}", config.arwkv_features.join(","))
             }
         )
-    })
-}
-
-/// Whether `build_dir` holds a compiled prelude library.
-fn prelude_library_built(build_dir: &std::path::Path) -> bool {
-    let Ok(triples) = std::fs::read_dir(build_dir.join("target")) else {
-        return false;
-    };
-    triples.flatten().any(|t| {
-        std::fs::read_dir(t.path().join("debug").join("deps")).is_ok_and(|deps| {
-            deps.flatten().any(|f| {
-                f.file_name()
-                    .to_string_lossy()
-                    .starts_with("libarwkv_prelude")
-                    && f.path()
-                        .extension()
-                        .is_some_and(|e| e == "so" || e == "dylib")
-            })
-        })
     })
 }
 
@@ -215,8 +196,13 @@ pub fn prelude(config: &EngineConfig) -> Vec<String> {
         lines.push(PRELUDE_LINK.into());
     }
     lines.push(PRELUDE_USE.into());
+    lines.push(CELL_VALUE_USE.into());
     lines
 }
+
+/// Gives every `Debug` value an `evcxr_display` method, so a cell ending in an expression compiles
+/// once instead of twice (see `arwkv::notebook::CellValue`). Not part of exported programs.
+pub const CELL_VALUE_USE: &str = "#[allow(unused_imports)] use arwkv::notebook::CellValue;";
 
 /// The item that makes every cell link the shared prelude library.
 pub const PRELUDE_LINK: &str = "#[allow(unused_imports)] use arwkv_prelude;";
@@ -409,6 +395,15 @@ pub mod arwkv_env {
     pub const INTERRUPT_FILE: &str = "ARWKV_KERNEL_INTERRUPT_FILE";
 }
 
+/// Lets rust-analyzer index the prelude's crate graph while no cell waits. Its first type query
+/// over `arwkv` and Burn takes 20–30 s on 2 cores (name resolution of every crate the cells can
+/// see); without this the notebook's first `let` pays it. A completion request over a cell that
+/// uses `arwkv` does the same indexing without compiling anything.
+fn warm_up_analyzer(ctx: &mut evcxr::CommandContext) {
+    const PROBE: &str = "let warm_up = arwkv::notebook::in_kernel();\nwarm_up.";
+    let _ = ctx.completions(PROBE, PROBE.len());
+}
+
 fn run(
     config: EngineConfig,
     requests: Receiver<EngineRequest>,
@@ -445,6 +440,9 @@ fn run(
         && let Err(e) = ctx.execute(&cell)
     {
         prelude_error = Some(format!("the arwkv prelude failed:\n{cell}\n{e}"));
+    }
+    if prelude_error.is_none() && !cell.is_empty() && requests.is_empty() {
+        warm_up_analyzer(&mut ctx);
     }
     prelude_status.set(None);
     for req in requests {

@@ -1,6 +1,7 @@
 //! Notebook integration: updatable displays (live loss plots, progress bars) and the kernel's
 //! cooperative interrupt. The same calls work outside `arwkv-kernel` (HTML files + text).
 
+pub mod cell_value;
 pub mod display;
 pub mod heatmap;
 pub mod interrupt;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod observer;
 pub mod progress;
 
+pub use cell_value::CellValue;
 pub use display::{
     Bundle, DisplayHandle, clear_output, display, html_bundle, in_kernel, markdown_bundle,
 };
