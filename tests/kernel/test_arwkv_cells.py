@@ -65,6 +65,24 @@ class ArwkvCells(unittest.TestCase):
         self.assertEqual(reply["status"], "ok")
         self.assertEqual(result_text(outputs), "true")
 
+    def test_a_second_kernel_beside_this_one_starts_without_rebuilding_the_prelude(self):
+        # This class's kernel holds the pre-built build directory; the second one gets the next
+        # directory of the pool, seeded from it with hard links. Were it rebuilt, the first cell
+        # would stream cargo's "Compiling …" lines and take many minutes.
+        km, kc = start_new_kernel(kernel_name=KERNEL, startup_timeout=TIMEOUT)
+        try:
+            started = time.monotonic()
+            reply, outputs = run_cell(kc, "arwkv::notebook::in_kernel()")
+            took = time.monotonic() - started
+            self.assertEqual(reply["status"], "ok", reply)
+            self.assertEqual(result_text(outputs), "true")
+            streamed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+            self.assertNotIn("Compiling", streamed, f"the second kernel rebuilt ({took:.0f} s):\n{streamed}")
+            print(f"second kernel: first arwkv cell after {took:.1f} s", flush=True)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
     def test_a_loss_plot_grows_while_the_cell_runs_and_ends_on_every_point(self):
         code = (
             'let mut plot = LossPlot::new("demo").log_y(true);\n'
