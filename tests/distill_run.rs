@@ -130,6 +130,24 @@ fn bad_configs_and_data_are_named() {
     .unwrap();
     let e = RunConfig::from_file(&path).unwrap_err().to_string();
     assert!(e.contains("bad.toml") && e.contains("bogus"), "{e}");
+    assert!(
+        e.contains("line 5, column 1"),
+        "TOML errors point at line and column: {e}"
+    );
+
+    // Numeric knobs are checked at load, not at step 2.
+    let base = "stage = \"kl\"\nteacher = \"x\"\nout = \"o\"\nsteps = 1\n";
+    for (extra, culprit) in [
+        ("kl_top_k = 0\n[data]\n", "kl_top_k"),
+        ("[data]\n[schedule]\nlr = inf\n", "schedule.lr"),
+        ("[data]\n[schedule]\nlr = nan\n", "schedule.lr"),
+        ("ce_weight = -1.0\n[data]\n", "ce_weight"),
+        ("label_smoothing = 0.7\n[data]\n", "label_smoothing"),
+    ] {
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        let e = RunConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains(culprit), "{extra:?}: {e}");
+    }
 
     let jsonl = dir.path().join("rows.jsonl");
     std::fs::write(

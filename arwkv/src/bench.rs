@@ -65,9 +65,7 @@ pub struct BenchReport {
 
 /// Times full forwards (logits of every position) of a random Qwen2.
 pub fn bench_teacher(args: &TeacherBenchArgs, device: &Device) -> Result<BenchReport> {
-    if args.iters == 0 {
-        return Err(Error::Invalid("--iters must be at least 1".into()));
-    }
+    check_teacher_args(args)?;
     let config = Qwen2Config {
         vocab_size: args.vocab,
         hidden_size: args.hidden,
@@ -154,15 +152,87 @@ pub struct Wkv7BenchArgs {
     pub device: Option<String>,
 }
 
+/// The most elements one benchmark tensor may hold (4 GiB of f32): larger shapes are refused before
+/// anything is allocated, instead of aborting the process on a failed allocation.
+pub const MAX_BENCH_ELEMENTS: usize = 1 << 30;
+
+/// Checks that every dimension is at least 1 and that their product stays within
+/// [`MAX_BENCH_ELEMENTS`]; errors name the flags.
+pub fn check_bench_shape(dims: &[(&str, usize)]) -> Result<()> {
+    if let Some((flag, _)) = dims.iter().find(|(_, v)| *v == 0) {
+        return Err(Error::Invalid(format!("{flag} must be at least 1")));
+    }
+    let elements = dims
+        .iter()
+        .try_fold(1usize, |acc, (_, v)| acc.checked_mul(*v))
+        .filter(|&n| n <= MAX_BENCH_ELEMENTS);
+    if elements.is_none() {
+        let flags: Vec<String> = dims.iter().map(|(f, v)| format!("{f} {v}")).collect();
+        return Err(Error::Invalid(format!(
+            "{} make a tensor of more than {MAX_BENCH_ELEMENTS} elements; choose smaller sizes",
+            flags.join(" × ")
+        )));
+    }
+    Ok(())
+}
+
+fn check_wkv7_args(args: &Wkv7BenchArgs) -> Result<()> {
+    check_bench_shape(&[("--iters", args.iters)])?;
+    // The backward keeps a state of head-size² per head and step.
+    check_bench_shape(&[
+        ("--batch", args.batch),
+        ("--seq", args.seq),
+        ("--heads", args.heads),
+        ("--head-size", args.head_size),
+        ("--head-size", args.head_size),
+    ])
+}
+
+fn check_teacher_args(args: &TeacherBenchArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--iters", args.iters),
+        ("--layers", args.layers),
+        ("--kv-heads", args.kv_heads),
+    ] {
+        check_bench_shape(&[(flag, v)])?;
+    }
+    // Logits, attention scores and the two largest weights.
+    check_bench_shape(&[
+        ("--batch", args.batch),
+        ("--seq", args.seq),
+        ("--vocab", args.vocab),
+    ])?;
+    check_bench_shape(&[
+        ("--batch", args.batch),
+        ("--heads", args.heads),
+        ("--seq", args.seq),
+        ("--seq", args.seq),
+    ])?;
+    check_bench_shape(&[("--vocab", args.vocab), ("--hidden", args.hidden)])?;
+    check_bench_shape(&[
+        ("--intermediate", args.intermediate),
+        ("--hidden", args.hidden),
+    ])?;
+    if !args.hidden.is_multiple_of(args.heads) || !(args.hidden / args.heads).is_multiple_of(2) {
+        return Err(Error::Invalid(format!(
+            "--heads {} must divide --hidden {} into an even head width",
+            args.heads, args.hidden
+        )));
+    }
+    if !args.heads.is_multiple_of(args.kv_heads) {
+        return Err(Error::Invalid(format!(
+            "--kv-heads {} must divide --heads {}",
+            args.kv_heads, args.heads
+        )));
+    }
+    Ok(())
+}
+
 /// Times forward + backward of `wkv7::wkv7` (the device's kernels, autodiff backward) on random
 /// inputs shaped like the time mixer's; one scalar read per run waits for the device.
 pub fn bench_wkv7_device(args: &Wkv7BenchArgs, device: &Device) -> Result<BenchReport> {
     use burn::tensor::Distribution;
-    if args.iters == 0 || args.seq == 0 || args.head_size == 0 {
-        return Err(Error::Invalid(
-            "--iters, --seq and --head-size must be at least 1".into(),
-        ));
-    }
+    check_wkv7_args(args)?;
     let device = device.clone().autodiff();
     device.seed(0);
     let shape = [args.batch, args.seq, args.heads, args.head_size];
@@ -225,11 +295,7 @@ pub fn bench_wkv7_device(args: &Wkv7BenchArgs, device: &Device) -> Result<BenchR
 pub fn bench_wkv7_cpu(args: &Wkv7BenchArgs) -> Result<BenchReport> {
     use crate::wkv7::cpu::{Wkv7Dims, Wkv7Inputs, backward, forward};
     use rand::{Rng, SeedableRng};
-    if args.iters == 0 || args.seq == 0 || args.head_size == 0 {
-        return Err(Error::Invalid(
-            "--iters, --seq and --head-size must be at least 1".into(),
-        ));
-    }
+    check_wkv7_args(args)?;
     let dims = Wkv7Dims {
         batch: args.batch,
         seq: args.seq,
@@ -526,4 +592,32 @@ pub fn bench_distill(args: &DistillBenchArgs, device_name: &str) -> Result<Bench
         median_s: tokens / tokens_per_s,
         tokens_per_s,
     })
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn zero_and_oversized_shapes_are_refused_naming_the_flags() {
+        let err = check_bench_shape(&[("--batch", 1), ("--heads", 0)]).unwrap_err();
+        assert!(
+            err.to_string().contains("--heads must be at least 1"),
+            "{err}"
+        );
+        let err = check_bench_shape(&[("--batch", 100_000), ("--seq", 100_000)]).unwrap_err();
+        assert!(
+            err.to_string().contains("--batch 100000 × --seq 100000"),
+            "{err}"
+        );
+        let err = check_bench_shape(&[("--batch", usize::MAX), ("--seq", 2)]).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        check_bench_shape(&[
+            ("--batch", 4),
+            ("--seq", 256),
+            ("--heads", 8),
+            ("--head-size", 64),
+        ])
+        .unwrap();
+    }
 }

@@ -69,6 +69,10 @@ fn last_logits(logits: Tensor<3>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
 }
 
+/// The most new tokens one call may ask for (about a million: far beyond any model's context,
+/// small enough that nothing sized by it can exhaust memory).
+pub const MAX_NEW_TOKENS: usize = 1 << 20;
+
 /// Generates after `prompt`; calls `on_token` with each new id and returns them all.
 pub fn generate<M: CausalLm>(
     model: &M,
@@ -80,6 +84,12 @@ pub fn generate<M: CausalLm>(
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
+    if config.max_new_tokens > MAX_NEW_TOKENS {
+        return Err(Error::Invalid(format!(
+            "max_new_tokens = {} is more than {MAX_NEW_TOKENS}, the most one generation may ask for",
+            config.max_new_tokens
+        )));
+    }
     let mut sampler = Sampler::new(config.sampling.clone())?;
     let mut state = model.empty_state();
     let ids = |v: &[u32]| {
@@ -87,7 +97,7 @@ pub fn generate<M: CausalLm>(
         Tensor::<2, Int>::from_data(TensorData::new(data, [1, v.len()]), device)
     };
     let mut logits = last_logits(model.forward_with(ids(prompt), &mut state)?)?;
-    let mut out = Vec::with_capacity(config.max_new_tokens);
+    let mut out = Vec::with_capacity(config.max_new_tokens.min(4096));
     for _ in 0..config.max_new_tokens {
         let next = sampler.sample(&logits);
         out.push(next);
@@ -98,4 +108,34 @@ pub fn generate<M: CausalLm>(
         logits = last_logits(model.forward_with(ids(&[next]), &mut state)?)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teacher::Qwen2Config;
+
+    #[test]
+    fn an_impossible_token_budget_is_refused_before_anything_is_allocated() {
+        let config = Qwen2Config::from_value(
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8,
+                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}),
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let device = crate::device::BackendKind::Cpu.device().unwrap();
+        let model = Qwen2ForCausalLM::random(config, &device);
+        let ask = |n| GenerationConfig {
+            max_new_tokens: n,
+            ..GenerationConfig::default()
+        };
+        let err = generate(&model, &[1, 2], &ask(usize::MAX), &device, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("max_new_tokens"), "{err}");
+        assert_eq!(
+            generate(&model, &[1, 2], &ask(3), &device, |_| Ok(()))
+                .unwrap()
+                .len(),
+            3
+        );
+    }
 }

@@ -126,6 +126,36 @@ impl Checkpoint {
         self.location.contains_key(name)
     }
 
+    /// Checks that the checkpoint holds exactly `expected` decoder layers (`model.layers.0.` …
+    /// `model.layers.{expected-1}.`), before a model allocates anything per layer: a `config.json`
+    /// that disagrees with its weights is named at once.
+    pub fn check_layer_count(&self, expected: usize) -> Result<()> {
+        const PREFIX: &str = "model.layers.";
+        let stored: BTreeSet<usize> = self
+            .location
+            .keys()
+            .filter_map(|n| n.strip_prefix(PREFIX)?.split('.').next()?.parse().ok())
+            .collect();
+        let contiguous = stored.iter().copied().eq(0..stored.len());
+        if stored.len() == expected && contiguous {
+            return Ok(());
+        }
+        Err(Error::Checkpoint {
+            file: self.origin.clone(),
+            message: if contiguous {
+                format!(
+                    "holds {} decoder layer(s) but config.json says num_hidden_layers = {expected}",
+                    stored.len()
+                )
+            } else {
+                format!(
+                    "decoder layer numbers are not 0..{}: {stored:?}",
+                    stored.len()
+                )
+            },
+        })
+    }
+
     /// All tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.location.keys().cloned().collect();
@@ -254,5 +284,47 @@ impl Shard {
             data_start: 8 + header_len,
             tensors,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    fn checkpoint_with(names: &[&str]) -> (tempfile::TempDir, Checkpoint) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SINGLE_FILE);
+        let bytes = 1f32.to_le_bytes().to_vec();
+        let views: Vec<(String, TensorView)> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    TensorView::new(Dtype::F32, vec![1], &bytes).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let ck = Checkpoint::open_dir(dir.path()).unwrap();
+        (dir, ck)
+    }
+
+    #[test]
+    fn a_layer_count_that_disagrees_with_the_weights_is_named_before_loading() {
+        let (_d, ck) = checkpoint_with(&[
+            "model.embed_tokens.weight",
+            "model.layers.0.input_layernorm.weight",
+            "model.layers.1.input_layernorm.weight",
+        ]);
+        ck.check_layer_count(2).unwrap();
+        let err = ck.check_layer_count(1 << 60).unwrap_err().to_string();
+        assert!(
+            err.contains("holds 2 decoder layer(s)") && err.contains("num_hidden_layers"),
+            "{err}"
+        );
+        let (_d, gap) = checkpoint_with(&["model.layers.0.a", "model.layers.2.a"]);
+        let err = gap.check_layer_count(2).unwrap_err().to_string();
+        assert!(err.contains("not 0..2"), "{err}");
     }
 }

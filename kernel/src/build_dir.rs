@@ -173,7 +173,10 @@ fn clone_tree(from: &Path, to: &Path) -> Result<()> {
 fn copy_keeping_mtime(src: &Path, dst: &Path) -> Result<()> {
     std::fs::copy(src, dst)?;
     let modified = std::fs::metadata(src)?.modified()?;
-    File::options().write(true).open(dst)?.set_modified(modified)?;
+    File::options()
+        .write(true)
+        .open(dst)?
+        .set_modified(modified)?;
     Ok(())
 }
 
@@ -235,7 +238,10 @@ mod tests {
         let built = root.path().join(slot_name(&[], 0));
         let deps = built.join("target/x86_64-unknown-linux-gnu/debug/deps");
         std::fs::create_dir_all(&deps).unwrap();
-        std::fs::create_dir_all(built.join("target/x86_64-unknown-linux-gnu/debug/incremental/ctx-1")).unwrap();
+        std::fs::create_dir_all(
+            built.join("target/x86_64-unknown-linux-gnu/debug/incremental/ctx-1"),
+        )
+        .unwrap();
         let big = vec![7u8; HARD_LINK_FROM_BYTES as usize];
         std::fs::write(deps.join("libarwkv_prelude.so"), &big).unwrap();
         std::fs::write(deps.join("libcode_3.so"), &big).unwrap();
@@ -249,16 +255,35 @@ mod tests {
             .unwrap();
         let _first = acquire(root.path(), &[], None).unwrap();
         let second = acquire(root.path(), &[], None).unwrap();
-        let seeded = second.path.join("target/x86_64-unknown-linux-gnu/debug/deps");
+        let seeded = second
+            .path
+            .join("target/x86_64-unknown-linux-gnu/debug/deps");
         assert!(prelude_library_built(&second.path));
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-        assert_eq!(ino(&seeded.join("libarwkv_prelude.so")), ino(&deps.join("libarwkv_prelude.so")));
-        assert_ne!(ino(&seeded.join("arwkv-1234.d")), ino(&deps.join("arwkv-1234.d")));
-        assert_eq!(std::fs::read_to_string(seeded.join("arwkv-1234.d")).unwrap(), "small");
+        assert_eq!(
+            ino(&seeded.join("libarwkv_prelude.so")),
+            ino(&deps.join("libarwkv_prelude.so"))
+        );
+        assert_ne!(
+            ino(&seeded.join("arwkv-1234.d")),
+            ino(&deps.join("arwkv-1234.d"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(seeded.join("arwkv-1234.d")).unwrap(),
+            "small"
+        );
         let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
-        assert_eq!(mtime(&seeded.join("arwkv-1234.d")), mtime(&deps.join("arwkv-1234.d")));
+        assert_eq!(
+            mtime(&seeded.join("arwkv-1234.d")),
+            mtime(&deps.join("arwkv-1234.d"))
+        );
         assert!(!seeded.join("libcode_3.so").exists());
-        assert!(!second.path.join("target/x86_64-unknown-linux-gnu/debug/incremental").exists());
+        assert!(
+            !second
+                .path
+                .join("target/x86_64-unknown-linux-gnu/debug/incremental")
+                .exists()
+        );
         assert!(!second.path.join("target.seeding").exists());
         // A directory of another feature set is not seeded from this one.
         let gpu = acquire(root.path(), &["wgpu".into()], None).unwrap();

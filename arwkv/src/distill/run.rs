@@ -172,7 +172,7 @@ impl RunConfig {
                 path: path.into(),
                 key: e
                     .span()
-                    .map(|s| format!("bytes {}..{}", s.start, s.end))
+                    .map(|s| line_and_column(&text, s.start))
                     .unwrap_or_default(),
                 message: e.message().to_string(),
             })?
@@ -190,14 +190,71 @@ impl RunConfig {
         if self.grad_accum == 0 || self.save_every == 0 {
             return bad("grad_accum and save_every must be at least 1");
         }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            return bad("temperature must be positive");
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        let checks = [
+            (
+                "temperature must be a positive number",
+                positive(self.temperature),
+            ),
+            (
+                "schedule.lr must be a positive number",
+                positive(self.schedule.lr),
+            ),
+            (
+                "schedule.lr_final must be a number ≥ 0",
+                non_negative(self.schedule.lr_final),
+            ),
+            (
+                "kl_top_k must be at least 1 (leave it out for the full vocabulary)",
+                self.kl_top_k != Some(0),
+            ),
+            (
+                "ce_weight must be a number ≥ 0",
+                non_negative(self.ce_weight),
+            ),
+            (
+                "dpo_beta must be a positive number",
+                positive(self.dpo_beta),
+            ),
+            (
+                "label_smoothing must be in [0, 0.5)",
+                non_negative(self.label_smoothing) && self.label_smoothing < 0.5,
+            ),
+            (
+                "optim.beta1 must be in [0, 1)",
+                non_negative(self.optim.beta1) && self.optim.beta1 < 1.0,
+            ),
+            (
+                "optim.beta2 must be in [0, 1)",
+                non_negative(self.optim.beta2) && self.optim.beta2 < 1.0,
+            ),
+            (
+                "optim.eps must be a positive number",
+                positive(self.optim.eps),
+            ),
+            (
+                "optim.weight_decay must be a number ≥ 0",
+                non_negative(self.optim.weight_decay),
+            ),
+            (
+                "optim.max_grad_norm must be a positive number",
+                self.optim.max_grad_norm.is_none_or(positive),
+            ),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((message, _)) => bad(message),
+            None => Ok(()),
         }
-        if self.schedule.lr.is_nan() || self.schedule.lr <= 0.0 {
-            return bad("schedule.lr must be positive");
-        }
-        Ok(())
     }
+}
+
+/// `line L, column C` (1-based, columns in characters) of a byte offset into `text`.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}")
 }
 
 /// One line of `metrics.jsonl`.

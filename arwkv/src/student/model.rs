@@ -201,6 +201,7 @@ impl ArwkvForCausalLM {
     pub fn load(config: ArwkvConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
         let q = &config.qwen;
         let (c, inter, eps) = (q.hidden_size, q.intermediate_size, q.rms_norm_eps);
+        ck.check_layer_count(q.num_hidden_layers)?;
         let mut layers = Vec::with_capacity(q.num_hidden_layers);
         for i in 0..q.num_hidden_layers {
             let p = format!("model.layers.{i}");

@@ -167,6 +167,20 @@ impl Qwen2Config {
     }
 }
 
+/// The largest value a `config.json` size may take: generous bounds (Qwen2.5-72B is well inside
+/// them) that keep a hostile file from asking for impossible allocations.
+pub fn size_limit(key: &str) -> usize {
+    match key {
+        "vocab_size" => 1 << 24,
+        "hidden_size" => 1 << 16,
+        "intermediate_size" => 1 << 18,
+        "num_hidden_layers" | "num_attention_heads" | "num_key_value_heads" => 1 << 10,
+        "head_dim" => 1 << 12,
+        "max_position_embeddings" => 1 << 24,
+        _ => usize::MAX,
+    }
+}
+
 struct ConfigCheck {
     path: PathBuf,
 }
@@ -180,9 +194,18 @@ impl ConfigCheck {
         }
     }
 
+    /// A size that must be present, at least 1 and at most its [`size_limit`]: a model folder is
+    /// untrusted, and sizes are checked before anything is allocated from them.
     fn required(&self, key: &str, v: Option<usize>) -> Result<usize> {
         match v {
             Some(0) => Err(self.err(key, "must be greater than 0")),
+            Some(v) if v > size_limit(key) => Err(self.err(
+                key,
+                &format!(
+                    "{v} is larger than any supported model (at most {})",
+                    size_limit(key)
+                ),
+            )),
             Some(v) => Ok(v),
             None => Err(self.err(key, "missing")),
         }
@@ -262,7 +285,10 @@ impl ConfigCheck {
             num_attention_heads: heads,
             num_key_value_heads: kv_heads,
             head_dim,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(32768),
+            max_position_embeddings: self.required(
+                "max_position_embeddings",
+                raw.max_position_embeddings.or(Some(32768)),
+            )?,
             rms_norm_eps,
             rope_theta,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -404,5 +430,20 @@ mod tests {
         let mut v = base();
         v["model_type"] = json!("llama");
         expect_key(v, "model_type");
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_before_anything_is_allocated() {
+        for (key, value) in [
+            ("num_hidden_layers", json!(1u64 << 60)),
+            ("num_hidden_layers", json!(1_000_000_000u64)),
+            ("vocab_size", json!(u64::MAX)),
+            ("hidden_size", json!(1u64 << 40)),
+            ("max_position_embeddings", json!(0)),
+        ] {
+            let mut v = base();
+            v[key] = value;
+            expect_key(v, key);
+        }
     }
 }

@@ -184,6 +184,7 @@ impl Qwen2ForCausalLM {
                 device,
             )?),
         };
+        ck.check_layer_count(config.num_hidden_layers)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
