@@ -120,6 +120,48 @@ fn a_resumed_run_repeats_the_same_losses_step_for_step() {
 }
 
 #[test]
+fn resume_refuses_another_config_a_later_checkpoint_and_partial_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let cfg = config(Stage::Align, dir.path().join("r"), data, 3);
+    run(&cfg, false, &mut Quiet).unwrap();
+    // A save killed half-way leaves a `.partial` folder that looks newer than every checkpoint.
+    let partial = cfg.out.join("checkpoints/step-000099.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::copy(
+        cfg.out.join("checkpoints/step-000003/trainer_state.json"),
+        partial.join("trainer_state.json"),
+    )
+    .unwrap();
+
+    let mut other = cfg.clone();
+    other.schedule.lr *= 2.0;
+    let e = run(&other, true, &mut Quiet).unwrap_err().to_string();
+    assert!(
+        e.contains("different config") && e.contains("schedule"),
+        "{e}"
+    );
+
+    let mut shorter = cfg.clone();
+    shorter.steps = 2;
+    let e = run(&shorter, true, &mut Quiet).unwrap_err().to_string();
+    assert!(
+        e.contains("step 3, beyond") && e.contains("steps = 2"),
+        "{e}"
+    );
+
+    let resumed = run(&cfg, true, &mut Quiet).unwrap();
+    assert_eq!(
+        resumed.steps, 3,
+        "resumed from step-000003, not from the partial folder"
+    );
+    assert!(
+        !partial.exists(),
+        "partial checkpoint folders are cleaned up"
+    );
+}
+
+#[test]
 fn bad_configs_and_data_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -66,9 +66,7 @@ pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<
             .with_context(|| format!("opening {}", lock_path.display()))?;
         match file.try_lock() {
             Ok(()) => {
-                if !prelude_library_built(&path) {
-                    seed_from_sibling(root, features, &path)?;
-                }
+                seed_from_sibling(root, features, &path)?;
                 seed_lockfile(&path, lock)?;
                 return Ok(BuildDir { path, _lock: file });
             }
@@ -86,21 +84,26 @@ pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<
 
 /// Whether `build_dir` holds a compiled prelude library (`libarwkv_prelude.so`).
 pub fn prelude_library_built(build_dir: &Path) -> bool {
-    let Ok(triples) = std::fs::read_dir(build_dir.join("target")) else {
-        return false;
-    };
-    triples.flatten().any(|t| {
-        std::fs::read_dir(t.path().join("debug").join("deps")).is_ok_and(|deps| {
-            deps.flatten().any(|f| {
-                f.file_name()
-                    .to_string_lossy()
-                    .starts_with("libarwkv_prelude")
-                    && f.path()
-                        .extension()
-                        .is_some_and(|e| e == "so" || e == "dylib")
-            })
+    prelude_library_time(build_dir).is_some()
+}
+
+/// When `build_dir`'s prelude library was last built (`None`: not built).
+fn prelude_library_time(build_dir: &Path) -> Option<std::time::SystemTime> {
+    let triples = std::fs::read_dir(build_dir.join("target")).ok()?;
+    triples
+        .flatten()
+        .filter_map(|t| std::fs::read_dir(t.path().join("debug").join("deps")).ok())
+        .flat_map(|deps| deps.flatten())
+        .filter(|f| {
+            f.file_name()
+                .to_string_lossy()
+                .starts_with("libarwkv_prelude")
+                && f.path()
+                    .extension()
+                    .is_some_and(|e| e == "so" || e == "dylib")
         })
-    })
+        .filter_map(|f| f.metadata().ok()?.modified().ok())
+        .max()
 }
 
 /// Files at least this large are hard-linked when a directory is seeded; smaller ones (cargo's
@@ -109,14 +112,20 @@ pub fn prelude_library_built(build_dir: &Path) -> bool {
 /// directory never changes the other's files.
 const HARD_LINK_FROM_BYTES: u64 = 64 * 1024;
 
-/// Seeds `dest`'s `target/` from the first sibling slot (same feature set) that holds a built
-/// prelude. Incremental-compilation caches and earlier sessions' cell libraries are left out. The
-/// copy is made beside `target/` and renamed into place, so a kernel killed while seeding leaves
-/// no half-filled directory. Returns whether a sibling was found.
+/// Seeds `dest`'s `target/` from the sibling slot (same feature set) whose prelude was built most
+/// recently, when that is newer than `dest`'s own (or `dest` has none): `install` rebuilds slot 0
+/// after the library changed, and a second kernel should start from that build, not from an older
+/// one of its own. Incremental-compilation caches and earlier sessions' cell libraries are left
+/// out. The copy is made beside `target/` and renamed into place, so a kernel killed while seeding
+/// leaves no half-filled directory. Returns whether it seeded.
 pub fn seed_from_sibling(root: &Path, features: &[String], dest: &Path) -> Result<bool> {
-    let Some(source) = (0..POOL_SIZE)
+    let own = prelude_library_time(dest);
+    let Some((_, source)) = (0..POOL_SIZE)
         .map(|i| root.join(slot_name(features, i)))
-        .find(|p| p != dest && prelude_library_built(p))
+        .filter(|p| p != dest)
+        .filter_map(|p| Some((prelude_library_time(&p)?, p)))
+        .filter(|(built, _)| own.is_none_or(|own| *built > own))
+        .max_by_key(|(built, _)| *built)
     else {
         return Ok(false);
     };
@@ -285,6 +294,22 @@ mod tests {
                 .exists()
         );
         assert!(!second.path.join("target.seeding").exists());
+        // A slot whose prelude is older than its sibling's is seeded again; a newer one is kept.
+        let seeded_lib = seeded.join("libarwkv_prelude.so");
+        std::fs::remove_file(&seeded_lib).unwrap();
+        std::fs::write(&seeded_lib, &big).unwrap();
+        File::options()
+            .write(true)
+            .open(&seeded_lib)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        drop(second);
+        assert!(seed_from_sibling(root.path(), &[], &root.path().join(slot_name(&[], 1))).unwrap());
+        assert_eq!(ino(&seeded_lib), ino(&deps.join("libarwkv_prelude.so")));
+        assert!(
+            !seed_from_sibling(root.path(), &[], &root.path().join(slot_name(&[], 1))).unwrap()
+        );
         // A directory of another feature set is not seeded from this one.
         let gpu = acquire(root.path(), &["wgpu".into()], None).unwrap();
         assert!(!prelude_library_built(&gpu.path));

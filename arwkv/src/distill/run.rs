@@ -343,15 +343,83 @@ fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step:06}"))
 }
 
-/// The newest complete checkpoint of a run directory, if any.
+/// Whether a checkpoint folder's name is a finished one (`step-000040`, not `step-000040.partial`).
+fn is_finished_checkpoint_name(name: &str) -> bool {
+    name.strip_prefix("step-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The newest complete checkpoint of a run directory, if any (`.partial` folders, left by a run
+/// killed while saving, never count).
 pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("trainer_state.json").is_file())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| is_finished_checkpoint_name(&n.to_string_lossy()))
+                && p.join("trainer_state.json").is_file()
+        })
         .collect();
     dirs.sort();
     dirs.pop()
+}
+
+/// Removes the `.partial` checkpoint folders a run killed while saving left behind.
+fn remove_partial_checkpoints(out: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
+        return Ok(());
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_some_and(|e| e == "partial") {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Config keys that may change between a run and its resume (where it runs and how often it
+/// saves); any other difference would continue one run with another's settings.
+const RESUMABLE_CHANGES: [&str; 3] = ["device", "save_every", "out"];
+
+/// Refuses to resume `checkpoint` when the run directory was started with a different config
+/// (naming the keys) or when the checkpoint lies beyond `cfg.steps`.
+fn check_resumable(cfg: &RunConfig, checkpoint: &Path) -> Result<()> {
+    let state: TrainerState = crate::error::read_json(&checkpoint.join("trainer_state.json"))?;
+    if state.step > cfg.steps {
+        return Err(Error::Invalid(format!(
+            "resume: {} is at step {}, beyond this config's steps = {}",
+            checkpoint.display(),
+            state.step,
+            cfg.steps
+        )));
+    }
+    let recorded = cfg.out.join("run.json");
+    if !recorded.is_file() {
+        return Ok(());
+    }
+    let before: serde_json::Value = crate::error::read_json(&recorded)?;
+    let now = serde_json::to_value(cfg).expect("config serialises");
+    let (Some(before), Some(now)) = (before.as_object(), now.as_object()) else {
+        return Ok(());
+    };
+    let mut differ: Vec<&str> = before
+        .keys()
+        .chain(now.keys())
+        .map(String::as_str)
+        .filter(|k| !RESUMABLE_CHANGES.contains(k) && before.get(*k) != now.get(*k))
+        .collect();
+    differ.sort();
+    differ.dedup();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "resume: {} was started with a different config ({} differ); resume with the recorded \
+         config or start a new run directory",
+        cfg.out.display(),
+        differ.join(", ")
+    )))
 }
 
 fn save_optimizer(opt: &AdamW, dir: &Path) -> Result<()> {
@@ -456,6 +524,15 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         .device()?
         .autodiff();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    remove_partial_checkpoints(&cfg.out)?;
+    let resume_from = if resume {
+        latest_checkpoint(&cfg.out)
+    } else {
+        None
+    };
+    if let Some(dir) = &resume_from {
+        check_resumable(cfg, dir)?;
+    }
     write_atomic(
         &cfg.out.join("run.json"),
         serde_json::to_string_pretty(cfg)
@@ -501,11 +578,6 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         }
     };
 
-    let resume_from = if resume {
-        latest_checkpoint(&cfg.out)
-    } else {
-        None
-    };
     let (mut student, mut opt, mut step, mut pos) = match &resume_from {
         Some(dir) => {
             let state: TrainerState = crate::error::read_json(&dir.join("trainer_state.json"))?;
