@@ -49,7 +49,7 @@ pub fn verify_folder(dir: &Path) -> Result<()> {
                 file: sums.clone(),
                 message: format!("line {}: expected `<sha256>  <file>`", n + 1),
             })?;
-        let path = dir.join(name);
+        let path = crate::folder_path::inside(dir, name, &sums)?;
         let found = sha256_file(&path)?;
         if !found.eq_ignore_ascii_case(hash) {
             return Err(Error::Checkpoint {
@@ -83,6 +83,22 @@ mod tests {
         let e = verify_folder(dir.path()).unwrap_err().to_string();
         assert!(
             e.contains("a.bin") && e.contains("checksum mismatch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_entry_outside_the_folder_is_refused_not_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "0".repeat(64);
+        std::fs::write(
+            dir.path().join(SUMS_FILE),
+            format!("{hash}  ../../../etc/passwd\n"),
+        )
+        .unwrap();
+        let e = verify_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("../../../etc/passwd") && e.contains("only files inside"),
             "{e}"
         );
     }

@@ -14,6 +14,7 @@ pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod folder_path;
 pub mod generation;
 pub mod hub;
 pub mod nn;

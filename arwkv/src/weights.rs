@@ -65,7 +65,10 @@ impl Checkpoint {
         let mut files: Vec<String> = parsed.weight_map.values().cloned().collect();
         files.sort();
         files.dedup();
-        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .map(|f| crate::folder_path::inside(dir, f, index))
+            .collect::<Result<_>>()?;
         let ck = Self::open_files(&paths, index.to_path_buf())?;
         // The index must agree with the shards it names.
         for (name, file) in &parsed.weight_map {
@@ -326,5 +329,21 @@ mod tests {
         let (_d, gap) = checkpoint_with(&["model.layers.0.a", "model.layers.2.a"]);
         let err = gap.check_layer_count(2).unwrap_err().to_string();
         assert!(err.contains("not 0..2"), "{err}");
+    }
+
+    #[test]
+    fn an_index_naming_a_shard_outside_the_folder_is_refused() {
+        let (dir, _ck) = checkpoint_with(&["model.layers.0.a"]);
+        let index = dir.path().join(INDEX_FILE);
+        std::fs::write(
+            &index,
+            r#"{"weight_map": {"model.layers.0.a": "../../../etc/passwd"}}"#,
+        )
+        .unwrap();
+        let e = Checkpoint::open_dir(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("index") && e.contains("only files inside"),
+            "{e}"
+        );
     }
 }
