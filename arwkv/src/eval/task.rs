@@ -387,6 +387,12 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
             bad: BadRows::default(),
         });
     }
+    if options.limit == Some(0) {
+        return Err(Error::Invalid(format!(
+            "{}: limit 0 would score no rows (leave it out to score them all)",
+            path.display()
+        )));
+    }
     let (mut rows, bad) = read_rows(path)?;
     let format = rows[0].format;
     let demos: Vec<String> = match &options.fewshot_file {
@@ -401,6 +407,14 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
                     path.display()
                 )));
             }
+            if shots.len() < options.num_fewshot {
+                return Err(Error::Invalid(format!(
+                    "{}: {} few-shot example(s) asked for, the file has {}",
+                    file.display(),
+                    options.num_fewshot,
+                    shots.len()
+                )));
+            }
             shots
                 .into_iter()
                 .take(options.num_fewshot)
@@ -408,8 +422,16 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
                 .collect()
         }
         None => {
-            let k = options.num_fewshot.min(rows.len() - 1);
-            rows.drain(..k).map(|r| r.demo).collect()
+            // The examples come from the task's own first rows; at least one row must be left.
+            if options.num_fewshot >= rows.len() {
+                return Err(Error::Invalid(format!(
+                    "{}: {} few-shot example(s) taken from a task of {} row(s) leave none to score",
+                    path.display(),
+                    options.num_fewshot,
+                    rows.len()
+                )));
+            }
+            rows.drain(..options.num_fewshot).map(|r| r.demo).collect()
         }
     };
     let fewshot: String = demos.iter().map(|d| format!("{d}\n\n")).collect();
@@ -541,6 +563,54 @@ mod tests {
         assert_eq!(
             items[0].options[0].0,
             "a\nA. x\nB. y\nAnswer: A\n\nc\nA. x\nB. y\nAnswer:"
+        );
+    }
+
+    #[test]
+    fn a_limit_of_zero_and_more_examples_than_rows_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        std::fs::write(
+            &path,
+            "{\"question\": \"a\", \"choices\": [\"x\", \"y\"], \"answer\": 0}\n\
+             {\"question\": \"b\", \"choices\": [\"x\", \"y\"], \"answer\": 1}\n",
+        )
+        .unwrap();
+        let load = |options: TaskOptions| load_task(&path, &options).err().map(|e| e.to_string());
+        let e = load(TaskOptions {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(e.contains("limit 0"), "{e}");
+        let e = load(TaskOptions {
+            num_fewshot: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(e.contains("leave none to score"), "{e}");
+        let shots = dir.path().join("shots.jsonl");
+        std::fs::write(
+            &shots,
+            "{\"question\": \"s\", \"choices\": [\"x\", \"y\"], \"answer\": 0}\n",
+        )
+        .unwrap();
+        let e = load(TaskOptions {
+            num_fewshot: 3,
+            fewshot_file: Some(shots),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            e.contains("3 few-shot example(s) asked for, the file has 1"),
+            "{e}"
+        );
+        assert!(
+            load(TaskOptions {
+                num_fewshot: 1,
+                ..Default::default()
+            })
+            .is_none()
         );
     }
 }
