@@ -130,7 +130,7 @@ impl ArwkvConfig {
         }
         // The Qwen2 validator checks the shared keys; it only knows model_type "qwen2".
         if let Some(map) = value.as_object_mut() {
-            map.remove("model_type");
+            map.insert("model_type".into(), "qwen2".into());
         }
         let qwen = Qwen2Config::from_value(value, path)?;
         if let Some(v) = raw.wkv_version

@@ -212,13 +212,15 @@ impl ConfigCheck {
     }
 
     fn validate(&self, raw: RawQwen2Config) -> Result<Qwen2Config> {
-        if let Some(mt) = &raw.model_type
-            && mt != "qwen2"
-        {
-            return Err(self.err(
-                "model_type",
-                &format!("`{mt}` is not a Qwen2 model (expected \"qwen2\")"),
-            ));
+        match raw.model_type.as_deref() {
+            Some("qwen2") => {}
+            Some(mt) => {
+                return Err(self.err(
+                    "model_type",
+                    &format!("`{mt}` is not a Qwen2 model (expected \"qwen2\")"),
+                ));
+            }
+            None => return Err(self.err("model_type", "missing (expected \"qwen2\")")),
         }
         let hidden_size = self.required("hidden_size", raw.hidden_size)?;
         let heads = self.required("num_attention_heads", raw.num_attention_heads)?;
@@ -440,6 +442,7 @@ mod tests {
             ("vocab_size", json!(u64::MAX)),
             ("hidden_size", json!(1u64 << 40)),
             ("max_position_embeddings", json!(0)),
+            ("model_type", Value::Null),
         ] {
             let mut v = base();
             v[key] = value;
