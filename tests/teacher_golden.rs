@@ -119,3 +119,19 @@ fn out_of_vocabulary_id_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn more_ids_than_the_context_are_refused_before_the_forward() {
+    let (_, device) = test_devices().remove(0);
+    let dir = &qwen2_fixtures()[0];
+    let model = arwkv::pretrained::Pretrained::load(dir.to_str().unwrap(), &device).unwrap();
+    let err = model
+        .logits(&vec![1; 257], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("257 token ids are more than the model's context of 256"),
+        "{err}"
+    );
+    assert!(model.logits(&[1, 2, 3], &device).is_ok());
+}

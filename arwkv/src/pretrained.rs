@@ -5,7 +5,7 @@ use burn::prelude::*;
 use serde::Deserialize;
 
 use crate::chat::ChatTemplate;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generation::{GenerationConfig, generate};
 use crate::student::PretrainedArwkv;
 use crate::teacher::PretrainedQwen2;
@@ -55,6 +55,17 @@ impl Pretrained {
 
     /// Logits `[1, T, V]` of one sequence of ids, in one parallel forward.
     pub fn logits(&self, ids: &[u32], device: &Device) -> Result<Tensor<3>> {
+        let context = match self {
+            Self::Teacher(t) => t.model.config.max_position_embeddings,
+            Self::Student(s) => s.model.config.qwen.max_position_embeddings,
+        };
+        if ids.len() > context {
+            return Err(Error::Invalid(format!(
+                "{} token ids are more than the model's context of {context} \
+                 (max_position_embeddings)",
+                ids.len()
+            )));
+        }
         let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
         match self {
