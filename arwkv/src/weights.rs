@@ -227,6 +227,15 @@ impl Checkpoint {
                 )));
             }
         };
+        let values: Vec<f32> = values;
+        let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+        if non_finite > 0 {
+            return Err(fail(format!(
+                "holds {non_finite} NaN or infinite value(s) of {}: the weights are corrupt or \
+                 come from a diverged run",
+                values.len()
+            )));
+        }
         self.used.borrow_mut().insert(name.to_string());
         Ok(values)
     }
@@ -343,6 +352,24 @@ mod tests {
         let e = Checkpoint::open_dir(dir.path()).err().unwrap().to_string();
         assert!(
             e.contains("index") && e.contains("only files inside"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SINGLE_FILE);
+        let bytes: Vec<u8> = [1.0f32, f32::NAN, f32::INFINITY]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let view = TensorView::new(Dtype::F32, vec![3], &bytes).unwrap();
+        safetensors::serialize_to_file(vec![("w".to_string(), view)], None, &path).unwrap();
+        let ck = Checkpoint::open_dir(dir.path()).unwrap();
+        let e = ck.read_f32("w", &[3]).unwrap_err().to_string();
+        assert!(
+            e.contains("`w`") && e.contains("2 NaN or infinite value(s) of 3"),
             "{e}"
         );
     }
