@@ -185,11 +185,23 @@ fn bad_configs_and_data_are_named() {
         ("[data]\n[schedule]\nlr = nan\n", "schedule.lr"),
         ("ce_weight = -1.0\n[data]\n", "ce_weight"),
         ("label_smoothing = 0.7\n[data]\n", "label_smoothing"),
+        (
+            "[data]\n[student_options]\ngate = false\nbogus = 1\n",
+            "bogus",
+        ),
     ] {
         std::fs::write(&path, format!("{base}{extra}")).unwrap();
         let e = RunConfig::from_file(&path).unwrap_err().to_string();
         assert!(e.contains(culprit), "{extra:?}: {e}");
     }
+    // A partial [student_options] takes the documented defaults for the rest.
+    std::fs::write(
+        &path,
+        format!("{base}[data]\n[student_options]\ngroup_norm = true\n"),
+    )
+    .unwrap();
+    let cfg = RunConfig::from_file(&path).unwrap();
+    assert!(cfg.student_options.group_norm && cfg.student_options.gate);
 
     let jsonl = dir.path().join("rows.jsonl");
     std::fs::write(

@@ -60,8 +60,10 @@ pub struct ArwkvForCausalLM {
     pub config: ArwkvConfig,
 }
 
-/// How a student is made from a teacher.
+/// How a student is made from a teacher. In a config file every key is optional (the defaults
+/// below) and an unknown key is an error.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StudentOptions {
     /// Output gate (the released `ARWKV-7B-Preview-0.1` has one).
     pub gate: bool,
