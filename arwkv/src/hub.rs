@@ -66,6 +66,17 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     if path.is_dir() {
         return check_folder(model, path);
     }
+    // A link that cannot be followed (a loop, a dangling target) is named as such, not reported
+    // as a cache miss.
+    if let Ok(link) = std::fs::symlink_metadata(path)
+        && link.file_type().is_symlink()
+        && let Err(e) = std::fs::metadata(path)
+    {
+        return Err(Error::Resolve {
+            model: model.into(),
+            message: format!("is a symbolic link that cannot be followed: {e}"),
+        });
+    }
     if path.exists() {
         return Err(Error::Resolve {
             model: model.into(),
@@ -131,7 +142,12 @@ fn shard_names(dir: &Path) -> Option<Vec<String>> {
 pub fn cached_snapshot(cache: &Path, repo_id: &str) -> Option<PathBuf> {
     let repo = cache.join(format!("models--{}", repo_id.replace('/', "--")));
     let sha = std::fs::read_to_string(repo.join("refs").join("main")).ok()?;
-    let snapshot = repo.join("snapshots").join(sha.trim());
+    // A revision is a commit hash; anything else (say `../..`) is not followed.
+    let sha = sha.trim();
+    if sha.is_empty() || !sha.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let snapshot = repo.join("snapshots").join(sha);
     snapshot.is_dir().then_some(snapshot)
 }
 
@@ -225,5 +241,30 @@ mod tests {
         assert!(!looks_like_repo_id("a/b/c"));
         assert!(!looks_like_repo_id("../x"));
         assert!(!looks_like_repo_id("plain"));
+    }
+
+    #[test]
+    fn a_symlink_loop_is_named_and_a_bad_revision_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("org");
+        std::fs::create_dir(&a).unwrap();
+        let looped = a.join("name");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let e = resolve_model(looped.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link that cannot be followed"), "{e}");
+
+        let repo = dir.path().join("models--org--name");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+        std::fs::write(repo.join("refs/main"), "../../..\n").unwrap();
+        assert_eq!(cached_snapshot(dir.path(), "org/name"), None);
+        std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(
+            cached_snapshot(dir.path(), "org/name"),
+            Some(repo.join("snapshots/abc123"))
+        );
     }
 }
