@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use arwkv::distill::data::DataConfig;
-use arwkv::distill::run::{Observer, RunConfig, Stage, StepMetrics, run};
+use arwkv::distill::run::{Observer, RunConfig, Stage, Start, StepMetrics, run};
 use arwkv::train::{Decay, LrSchedule};
 use arwkv_tests::fixtures_dir;
 
@@ -73,7 +73,7 @@ fn stage1_then_stage2_learn_and_write_their_run_directories() {
     let data = corpus(dir.path());
     let cfg = config(Stage::Align, dir.path().join("s1"), data.clone(), 12);
     assert_eq!(cfg.schedule.decay, Decay::Cosine);
-    let s1 = run(&cfg, false, &mut Quiet).unwrap();
+    let s1 = run(&cfg, Start::Fresh, &mut Quiet).unwrap();
     assert_eq!(s1.steps, 12);
     let l = losses(&cfg.out);
     assert_eq!(l.len(), 12);
@@ -87,7 +87,7 @@ fn stage1_then_stage2_learn_and_write_their_run_directories() {
 
     let mut cfg2 = config(Stage::Kl, dir.path().join("s2"), data, 8);
     cfg2.student = Some(cfg.out.join("student").to_string_lossy().into_owned());
-    let s2 = run(&cfg2, false, &mut Quiet).unwrap();
+    let s2 = run(&cfg2, Start::Fresh, &mut Quiet).unwrap();
     let l2 = losses(&cfg2.out);
     assert!(s2.last.unwrap().kl.is_some());
     assert!(l2[7] < l2[0], "stage 2 should lower the KL: {l2:?}");
@@ -98,7 +98,7 @@ fn a_resumed_run_repeats_the_same_losses_step_for_step() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let straight = config(Stage::Align, dir.path().join("straight"), data.clone(), 6);
-    run(&straight, false, &mut Quiet).unwrap();
+    run(&straight, Start::Fresh, &mut Quiet).unwrap();
 
     // Stop after step 3 (the observer says so), then resume to 6.
     struct StopAt(u64);
@@ -108,9 +108,9 @@ fn a_resumed_run_repeats_the_same_losses_step_for_step() {
         }
     }
     let parts = config(Stage::Align, dir.path().join("parts"), data, 6);
-    let first = run(&parts, false, &mut StopAt(3)).unwrap();
+    let first = run(&parts, Start::Fresh, &mut StopAt(3)).unwrap();
     assert!(first.interrupted && first.steps == 3);
-    let second = run(&parts, true, &mut Quiet).unwrap();
+    let second = run(&parts, Start::Resume, &mut Quiet).unwrap();
     assert_eq!(second.steps, 6);
     assert_eq!(
         losses(&straight.out),
@@ -124,7 +124,7 @@ fn resume_refuses_another_config_a_later_checkpoint_and_partial_folders() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let cfg = config(Stage::Align, dir.path().join("r"), data, 3);
-    run(&cfg, false, &mut Quiet).unwrap();
+    run(&cfg, Start::Fresh, &mut Quiet).unwrap();
     // A save killed half-way leaves a `.partial` folder that looks newer than every checkpoint.
     let partial = cfg.out.join("checkpoints/step-000099.partial");
     std::fs::create_dir_all(&partial).unwrap();
@@ -136,7 +136,9 @@ fn resume_refuses_another_config_a_later_checkpoint_and_partial_folders() {
 
     let mut other = cfg.clone();
     other.schedule.lr *= 2.0;
-    let e = run(&other, true, &mut Quiet).unwrap_err().to_string();
+    let e = run(&other, Start::Resume, &mut Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("different config") && e.contains("schedule"),
         "{e}"
@@ -144,13 +146,15 @@ fn resume_refuses_another_config_a_later_checkpoint_and_partial_folders() {
 
     let mut shorter = cfg.clone();
     shorter.steps = 2;
-    let e = run(&shorter, true, &mut Quiet).unwrap_err().to_string();
+    let e = run(&shorter, Start::Resume, &mut Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("step 3, beyond") && e.contains("steps = 2"),
         "{e}"
     );
 
-    let resumed = run(&cfg, true, &mut Quiet).unwrap();
+    let resumed = run(&cfg, Start::Resume, &mut Quiet).unwrap();
     assert_eq!(
         resumed.steps, 3,
         "resumed from step-000003, not from the partial folder"
@@ -159,6 +163,66 @@ fn resume_refuses_another_config_a_later_checkpoint_and_partial_folders() {
         !partial.exists(),
         "partial checkpoint folders are cleaned up"
     );
+}
+
+#[test]
+fn a_rerun_into_a_finished_run_is_refused_or_replaces_it_whole_never_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let first = config(Stage::Align, dir.path().join("same"), data, 3);
+    run(&first, Start::Fresh, &mut Quiet).unwrap();
+    let mut second = first.clone();
+    second.schedule.lr *= 2.0;
+    second.steps = 4;
+
+    // A fresh run into a directory holding a run is refused, and touches nothing.
+    let before = std::fs::read_to_string(first.out.join("run.json")).unwrap();
+    let e = run(&second, Start::Fresh, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already holds a run") && e.contains("--overwrite") && e.contains("checkpoints"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.out.join("run.json")).unwrap(),
+        before
+    );
+
+    // What an older build did (replace run.json, keep checkpoints/) cannot be resumed: each
+    // checkpoint records the fingerprint of the config that made it.
+    std::fs::write(
+        first.out.join("run.json"),
+        serde_json::to_string_pretty(&second).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(first.out.join("metrics.jsonl")).unwrap();
+    let e = run(&second, Start::Resume, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("different config"), "{e}");
+
+    // --overwrite deletes the old run whole: no checkpoint of the first run is left to resume.
+    let marker = first
+        .out
+        .join("checkpoints/step-000003/made-by-the-first-run");
+    std::fs::write(&marker, "").unwrap();
+    let replaced = run(&second, Start::Overwrite, &mut Quiet).unwrap();
+    assert_eq!(replaced.steps, 4);
+    assert!(!marker.exists(), "the first run's checkpoint was replaced");
+    assert_eq!(losses(&first.out).len(), 4);
+    let resumed = run(&second, Start::Resume, &mut Quiet).unwrap();
+    assert_eq!(resumed.steps, 4, "the new run resumes as itself");
+
+    // A preset run refuses up front when any of its stage directories holds a run.
+    let preset_out = dir.path().join("preset");
+    std::fs::create_dir_all(preset_out.join("stage2-kl")).unwrap();
+    std::fs::write(preset_out.join("stage2-kl/run.json"), "{}").unwrap();
+    let e = arwkv::distill::preset::run_preset("tiny", &preset_out, 0.02, Start::Fresh, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds a preset run (stage2-kl)"), "{e}");
+    assert!(!preset_out.join("stage1-align").exists(), "nothing ran");
 }
 
 #[test]
@@ -214,7 +278,7 @@ fn bad_configs_and_data_are_named() {
         files: cfg.data.files.clone(),
         ..cfg.data
     };
-    let e = run(&cfg, false, &mut Quiet).unwrap_err().to_string();
+    let e = run(&cfg, Start::Fresh, &mut Quiet).unwrap_err().to_string();
     assert!(e.contains("0 row(s)") && e.contains("3 bad row(s)"), "{e}");
     let _ = LrSchedule::default();
 }
@@ -273,9 +337,11 @@ fn sft_and_dpo_stages_train_from_a_student() {
     // A context too short for the template's system prompt leaves no assistant token: refused.
     let mut short = sft.clone();
     short.data.context = 8;
-    let e = run(&short, false, &mut Quiet).unwrap_err().to_string();
+    let e = run(&short, Start::Fresh, &mut Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("without an assistant token"), "{e}");
-    let s = run(&sft, false, &mut Quiet).unwrap();
+    let s = run(&sft, Start::Fresh, &mut Quiet).unwrap();
     assert_eq!(s.steps, 10);
     let l = losses(&sft.out);
     assert!(l[9] < l[0], "SFT should lower the CE: {l:?}");
@@ -293,7 +359,7 @@ fn sft_and_dpo_stages_train_from_a_student() {
     dpo.stage = Stage::Dpo;
     dpo.student = Some(sft.out.join("student").to_string_lossy().into_owned());
     dpo.data.context = 256;
-    let d = run(&dpo, false, &mut Quiet).unwrap();
+    let d = run(&dpo, Start::Fresh, &mut Quiet).unwrap();
     let last = d.last.unwrap();
     let first: StepMetrics = serde_json::from_str(
         std::fs::read_to_string(dpo.out.join("metrics.jsonl"))
@@ -322,7 +388,7 @@ fn sft_and_dpo_stages_train_from_a_student() {
 fn the_tiny_preset_runs_end_to_end_when_shortened() {
     use arwkv::distill::preset::run_preset;
     let dir = tempfile::tempdir().unwrap();
-    let summary = run_preset("tiny", dir.path(), 0.02, &mut Quiet).unwrap();
+    let summary = run_preset("tiny", dir.path(), 0.02, Start::Fresh, &mut Quiet).unwrap();
     assert_eq!(
         summary.heldout.len(),
         2,
@@ -373,7 +439,7 @@ fn the_tiny_preset_runs_end_to_end_when_shortened() {
     let first: serde_json::Value = serde_json::from_str(pairs.lines().next().unwrap()).unwrap();
     assert!(first["prompt"].as_str().unwrap().contains("Reply as"));
     assert!(first["chosen"].is_string() && first["rejected"].is_string());
-    let e = run_preset("huge", dir.path(), 1.0, &mut Quiet)
+    let e = run_preset("huge", dir.path(), 1.0, Start::Fresh, &mut Quiet)
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown preset `huge`"), "{e}");

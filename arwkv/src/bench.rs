@@ -579,7 +579,7 @@ pub fn bench_distill(args: &DistillBenchArgs, device_name: &str) -> Result<Bench
     let mut cfg = RunConfig::new(stage, teacher, out.path().join("run"), steps, data);
     cfg.device = device_name.to_string();
     let mut seen = Collect(vec![]);
-    run(&cfg, false, &mut seen)?;
+    run(&cfg, crate::distill::run::Start::Fresh, &mut seen)?;
     let mut timed: Vec<f64> = seen.0.into_iter().skip(args.warmup).collect();
     timed.sort_by(f64::total_cmp);
     let tokens_per_s = timed[timed.len() / 2];

@@ -71,6 +71,15 @@ pub enum Error {
     /// The requested compute device is unavailable.
     #[error("device: {0}")]
     Device(String),
+    /// A run directory holds state this run must not mix with (another run, a checkpoint made
+    /// under a different config or beyond the configured steps).
+    #[error("run directory {dir}: {message}")]
+    RunDirectory {
+        /// The run directory (or checkpoint) concerned.
+        dir: PathBuf,
+        /// What was found and what to do about it.
+        message: String,
+    },
     /// An argument is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),

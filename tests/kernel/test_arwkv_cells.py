@@ -122,7 +122,7 @@ class ArwkvCells(unittest.TestCase):
         self.assertEqual(reply["status"], "ok", reply)
         msg_id = self.kc.execute(
             'let mut observer = NotebookObserver::new("stage 1");\n'
-            "let summary = arwkv::distill::run::run(&cfg, false, &mut observer).unwrap();"
+            "let summary = arwkv::distill::run::run(&cfg, arwkv::distill::run::Start::Overwrite, &mut observer).unwrap();"
         )
         # Wait until the curve is live (a few steps done), then interrupt.
         updates, deadline = 0, time.time() + TIMEOUT
@@ -160,7 +160,7 @@ class ArwkvCells(unittest.TestCase):
              f"    .stage_config(arwkv::distill::run::Stage::Align, {json.dumps(out)}).unwrap();\n"
              'gcfg.device = "wgpu".into(); gcfg.steps = 2; gcfg.save_every = 2;\n'
              'let mut gobs = NotebookObserver::new("stage 1 on wgpu");\n'
-             "let gsummary = arwkv::distill::run::run(&gcfg, false, &mut gobs).unwrap();", "ok", None),
+             "let gsummary = arwkv::distill::run::run(&gcfg, arwkv::distill::run::Start::Overwrite, &mut gobs).unwrap();", "ok", None),
             ("let gconfig = arwkv::generation::GenerationConfig { max_new_tokens: 4, ..Default::default() };\n"
              "arwkv::generation::generate(&gsummary.student, &[1, 2, 3], &gconfig, &gdev, |_| Ok(())).unwrap().len()",
              "ok", "4"),

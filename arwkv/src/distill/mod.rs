@@ -9,6 +9,7 @@ pub mod plot;
 pub mod preset;
 pub mod pretrain;
 pub mod run;
+pub mod run_dir;
 pub mod stage1;
 
 pub use loss::{

@@ -13,6 +13,7 @@ use super::data::DataConfig;
 use super::dialogue_tasks::dialogue_tasks;
 use super::pairs::build_dpo_pairs;
 use super::run::{Observer, RunConfig, Stage, StepMetrics, run};
+use super::run_dir::{Start, found_state};
 use crate::error::{Error, Result};
 use crate::eval::heldout::{HeldoutReport, compare_on_heldout};
 use crate::generation::GenerationConfig;
@@ -345,14 +346,45 @@ impl PresetPlan {
     }
 }
 
-/// Runs preset `name` into `out`; `scale` (0, 1] shortens every stage (tests use a small one).
+/// Runs preset `name` into `out`, started as `start` says for every stage; `scale` (0, 1]
+/// shortens every stage (tests use a small one).
 pub fn run_preset(
     name: &str,
     out: &Path,
     scale: f64,
+    start: Start,
     observer: &mut dyn Observer,
 ) -> Result<PresetSummary> {
-    run_plan(&preset_plan(name)?.scaled(scale), out, observer)
+    run_plan(&preset_plan(name)?.scaled(scale), out, start, observer)
+}
+
+/// The stage run directories of a preset run in `out`.
+const STAGE_DIRS: [&str; 5] = [
+    "stage1-align",
+    "stage2-kl",
+    "stage3-extend",
+    "stage3-sft",
+    "stage3-dpo",
+];
+
+/// Refuses a fresh preset run in `out` when any stage directory there holds a run, before a
+/// stage has run (so that the error names the preset's directory, not its third stage).
+fn check_fresh(out: &Path) -> Result<()> {
+    let held: Vec<&str> = STAGE_DIRS
+        .into_iter()
+        .filter(|stage| !found_state(&out.join(stage)).is_empty())
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(Error::RunDirectory {
+        dir: out.to_path_buf(),
+        message: format!(
+            "already holds a preset run ({}); pass --resume to continue it, --overwrite to \
+             replace it, or choose another --out",
+            held.join(", ")
+        ),
+    })
 }
 
 /// Runs stage 1 → 2 → 3 (context extension, SFT, DPO) of `plan`, then compares teacher and
@@ -360,9 +392,13 @@ pub fn run_preset(
 pub fn run_plan(
     plan: &PresetPlan,
     out: &Path,
+    start: Start,
     observer: &mut dyn Observer,
 ) -> Result<PresetSummary> {
     let started = Instant::now();
+    if start == Start::Fresh {
+        check_fresh(out)?;
+    }
     for f in [&plan.corpus, &plan.heldout] {
         if !f.is_file() {
             return Err(Error::Invalid(format!(
@@ -378,29 +414,34 @@ pub fn run_plan(
     let s1 = plan.stage(
         Stage::Align,
         corpus.clone(),
-        out.join("stage1-align"),
+        out.join(STAGE_DIRS[0]),
         plan.align,
     );
-    run(&s1, false, observer)?;
-    let mut s2 = plan.stage(Stage::Kl, corpus.clone(), out.join("stage2-kl"), plan.kl);
+    run(&s1, start, observer)?;
+    let mut s2 = plan.stage(Stage::Kl, corpus.clone(), out.join(STAGE_DIRS[1]), plan.kl);
     s2.student = Some(student_of(&s1));
-    run(&s2, false, observer)?;
-    let mut s3a = plan.stage(Stage::Kl, corpus, out.join("stage3-extend"), plan.extend);
+    run(&s2, start, observer)?;
+    let mut s3a = plan.stage(Stage::Kl, corpus, out.join(STAGE_DIRS[2]), plan.extend);
     s3a.student = Some(student_of(&s2));
     s3a.data.context = plan.long_context;
     s3a.data.batch_size = (plan.batch_size * plan.context / plan.long_context).max(1);
-    run(&s3a, false, observer)?;
+    run(&s3a, start, observer)?;
 
     let Stage3Data {
         sft: sft_file,
         dpo_prompts,
         dpo: dpo_file,
     } = plan.stage3_data(&out.join("data"))?;
-    let mut s3b = plan.stage(Stage::Sft, vec![sft_file], out.join("stage3-sft"), plan.sft);
+    let mut s3b = plan.stage(
+        Stage::Sft,
+        vec![sft_file],
+        out.join(STAGE_DIRS[3]),
+        plan.sft,
+    );
     s3b.student = Some(student_of(&s3a));
     s3b.data.context = plan.chat_context;
     s3b.data.pack = false;
-    run(&s3b, false, observer)?;
+    run(&s3b, start, observer)?;
 
     let sft_student = PretrainedArwkv::load(&student_of(&s3b), &device)?;
     let sampling = GenerationConfig {
@@ -422,11 +463,16 @@ pub fn run_plan(
         |_| {},
     )?;
     drop(sft_student);
-    let mut s3c = plan.stage(Stage::Dpo, vec![dpo_file], out.join("stage3-dpo"), plan.dpo);
+    let mut s3c = plan.stage(
+        Stage::Dpo,
+        vec![dpo_file],
+        out.join(STAGE_DIRS[4]),
+        plan.dpo,
+    );
     s3c.student = Some(student_of(&s3b));
     s3c.data.context = plan.chat_context;
     s3c.data.pack = false;
-    run(&s3c, false, observer)?;
+    run(&s3c, start, observer)?;
 
     let teacher = PretrainedQwen2::load(&plan.teacher, &device)?;
     let heldout_text = crate::error::read_to_string(&plan.heldout)?;

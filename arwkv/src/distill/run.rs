@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{DataConfig, DataPosition, Dataset};
 use super::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
 use super::loss::{AlignmentLoss, kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
+pub use super::run_dir::{Start, latest_checkpoint};
+use super::run_dir::{TrainerState, checkpoint_dir, config_fingerprint, prepare};
 use super::stage1::alignment_losses;
 use crate::error::{Error, Result};
 use crate::save::{NamedTensor, save_safetensors, write_atomic};
@@ -331,97 +333,6 @@ enum Source {
     Pairs(PreferenceData),
 }
 
-/// `trainer_state.json` of a checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct TrainerState {
-    step: u64,
-    data: DataPosition,
-    optimizer_step: u64,
-}
-
-fn checkpoint_dir(out: &Path, step: u64) -> PathBuf {
-    out.join("checkpoints").join(format!("step-{step:06}"))
-}
-
-/// Whether a checkpoint folder's name is a finished one (`step-000040`, not `step-000040.partial`).
-fn is_finished_checkpoint_name(name: &str) -> bool {
-    name.strip_prefix("step-")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The newest complete checkpoint of a run directory, if any (`.partial` folders, left by a run
-/// killed while saving, never count).
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| is_finished_checkpoint_name(&n.to_string_lossy()))
-                && p.join("trainer_state.json").is_file()
-        })
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
-
-/// Removes the `.partial` checkpoint folders a run killed while saving left behind.
-fn remove_partial_checkpoints(out: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
-        return Ok(());
-    };
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.extension().is_some_and(|e| e == "partial") {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Config keys that may change between a run and its resume (where it runs and how often it
-/// saves); any other difference would continue one run with another's settings.
-const RESUMABLE_CHANGES: [&str; 3] = ["device", "save_every", "out"];
-
-/// Refuses to resume `checkpoint` when the run directory was started with a different config
-/// (naming the keys) or when the checkpoint lies beyond `cfg.steps`.
-fn check_resumable(cfg: &RunConfig, checkpoint: &Path) -> Result<()> {
-    let state: TrainerState = crate::error::read_json(&checkpoint.join("trainer_state.json"))?;
-    if state.step > cfg.steps {
-        return Err(Error::Invalid(format!(
-            "resume: {} is at step {}, beyond this config's steps = {}",
-            checkpoint.display(),
-            state.step,
-            cfg.steps
-        )));
-    }
-    let recorded = cfg.out.join("run.json");
-    if !recorded.is_file() {
-        return Ok(());
-    }
-    let before: serde_json::Value = crate::error::read_json(&recorded)?;
-    let now = serde_json::to_value(cfg).expect("config serialises");
-    let (Some(before), Some(now)) = (before.as_object(), now.as_object()) else {
-        return Ok(());
-    };
-    let mut differ: Vec<&str> = before
-        .keys()
-        .chain(now.keys())
-        .map(String::as_str)
-        .filter(|k| !RESUMABLE_CHANGES.contains(k) && before.get(*k) != now.get(*k))
-        .collect();
-    differ.sort();
-    differ.dedup();
-    if differ.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Invalid(format!(
-        "resume: {} was started with a different config ({} differ); resume with the recorded \
-         config or start a new run directory",
-        cfg.out.display(),
-        differ.join(", ")
-    )))
-}
-
 fn save_optimizer(opt: &AdamW, dir: &Path) -> Result<()> {
     let mut tensors = vec![];
     for (path, m) in &opt.moments {
@@ -460,14 +371,14 @@ fn load_optimizer(config: AdamWConfig, step: u64, dir: &Path, device: &Device) -
 
 /// Writes a checkpoint atomically: into a temporary sibling, renamed when complete.
 fn save_checkpoint(
-    out: &Path,
+    cfg: &RunConfig,
     step: u64,
     student: &ArwkvForCausalLM,
     teacher_dir: &Path,
     opt: &AdamW,
     data: DataPosition,
 ) -> Result<PathBuf> {
-    let final_dir = checkpoint_dir(out, step);
+    let final_dir = checkpoint_dir(&cfg.out, step);
     let tmp = final_dir.with_extension("partial");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -483,6 +394,7 @@ fn save_checkpoint(
         step,
         data,
         optimizer_step: opt.step,
+        config_sha256: Some(config_fingerprint(cfg)),
     };
     write_atomic(
         &tmp.join("trainer_state.json"),
@@ -512,8 +424,9 @@ pub struct RunSummary {
     pub student: ArwkvForCausalLM,
 }
 
-/// Runs (or resumes, when `resume` and the run directory has a checkpoint) the configured stage.
-pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result<RunSummary> {
+/// Runs the configured stage in `cfg.out`, started as `start` says (fresh, resumed from the newest
+/// checkpoint made under the same config, or over a run that is deleted first).
+pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
     if cfg.stage == Stage::Pretrain {
         return Err(Error::Invalid(
@@ -523,22 +436,7 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
     let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
         .device()?
         .autodiff();
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    remove_partial_checkpoints(&cfg.out)?;
-    let resume_from = if resume {
-        latest_checkpoint(&cfg.out)
-    } else {
-        None
-    };
-    if let Some(dir) = &resume_from {
-        check_resumable(cfg, dir)?;
-    }
-    write_atomic(
-        &cfg.out.join("run.json"),
-        serde_json::to_string_pretty(cfg)
-            .expect("config serialises")
-            .as_bytes(),
-    )?;
+    let resume_from = prepare(cfg, start)?;
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
     let template = teacher.chat_template.as_ref();
@@ -579,8 +477,7 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
     };
 
     let (mut student, mut opt, mut step, mut pos) = match &resume_from {
-        Some(dir) => {
-            let state: TrainerState = crate::error::read_json(&dir.join("trainer_state.json"))?;
+        Some((dir, state)) => {
             let s = PretrainedArwkv::load_weights_only(&dir.to_string_lossy(), &device)?.model;
             let o = load_optimizer(cfg.optim.clone(), state.optimizer_step, dir, &device)?;
             (s, o, state.step, state.data)
@@ -602,6 +499,13 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         _ if cfg.freeze_mlp => student.freeze_mlp(),
         _ => student,
     };
+    // Recorded once the run can start, so a config that fails to load leaves no run behind.
+    write_atomic(
+        &cfg.out.join("run.json"),
+        serde_json::to_string_pretty(cfg)
+            .expect("config serialises")
+            .as_bytes(),
+    )?;
     let mut schedule = cfg.schedule.clone();
     schedule.total_steps = cfg.steps;
     let metrics_path = cfg.out.join("metrics.jsonl");
@@ -764,7 +668,7 @@ pub fn run(cfg: &RunConfig, resume: bool, observer: &mut dyn Observer) -> Result
         let go_on = observer.on_step(&m, cfg.steps);
         last = Some(m);
         if step % cfg.save_every == 0 || step == cfg.steps || !go_on {
-            let dir = save_checkpoint(&cfg.out, step, &student, &teacher.dir, &opt, pos)?;
+            let dir = save_checkpoint(cfg, step, &student, &teacher.dir, &opt, pos)?;
             let all: Vec<StepMetrics> = lines
                 .iter()
                 .filter_map(|l| serde_json::from_str(l).ok())
