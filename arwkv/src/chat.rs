@@ -30,6 +30,10 @@ impl ChatMessage {
     }
 }
 
+/// Work units (minijinja "fuel") one render may spend: a thousand times what Qwen2.5's template
+/// spends on a long chat, and about a second of rendering at most.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template with the special tokens it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -93,7 +97,7 @@ impl ChatTemplate {
         Self::new(source, config_path, special_tokens).map(Some)
     }
 
-    /// Compiles a template source.
+    /// Compiles a template source (rendering is bounded by [`TEMPLATE_FUEL`]).
     pub fn new(
         source: String,
         origin: PathBuf,
@@ -107,6 +111,9 @@ impl ChatTemplate {
             .build()
             .map_err(|e| Error::Template(e.to_string()))?;
         env.set_syntax(syntax);
+        // A template comes from a model folder (untrusted): bounded work per render, so nested
+        // loops cannot hang a run. Qwen's template uses a few thousand units per message.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",

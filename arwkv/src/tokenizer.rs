@@ -22,9 +22,11 @@ impl TextTokenizer {
                 message: "file not found".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
-            path: path.into(),
-            message: e.to_string(),
+        let inner = guarded(path, || tokenizers::Tokenizer::from_file(path))?.map_err(|e| {
+            Error::Tokenizer {
+                path: path.into(),
+                message: e.to_string(),
+            }
         })?;
         Ok(Self {
             inner,
@@ -41,24 +43,24 @@ impl TextTokenizer {
 
     /// Token ids of `text`; `add_special_tokens` adds what the post-processor adds (none for Qwen2).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| self.fail(e))?
-            .get_ids()
-            .to_vec())
+        Ok(
+            guarded(&self.path, || self.inner.encode(text, add_special_tokens))?
+                .map_err(|e| self.fail(e))?
+                .get_ids()
+                .to_vec(),
+        )
     }
 
     /// Token ids of `text` with each token's byte range in `text`.
     pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteSpan>)> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.fail(e))?;
+        let enc =
+            guarded(&self.path, || self.inner.encode(text, false))?.map_err(|e| self.fail(e))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// Text of `ids`, optionally without special tokens.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
+        guarded(&self.path, || self.inner.decode(ids, skip_special_tokens))?
             .map_err(|e| self.fail(e))
     }
 
@@ -81,6 +83,24 @@ impl TextTokenizer {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Runs a `tokenizers` call on a tokenizer read from an untrusted file, turning a panic inside
+/// the library into an error naming the file. The crate panics on some malformed but parseable
+/// files (e.g. a `continuing_subword_prefix` longer than a merge's token underflows a length in
+/// its BPE builder, found by `tests/untrusted_inputs.rs`); a model folder must not crash us.
+fn guarded<T>(path: &Path, call: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Tokenizer {
+            path: path.into(),
+            message: format!("the file is malformed (the tokenizers library failed: {why})"),
+        }
+    })
 }
 
 /// Turns a growing list of token ids into text pieces as soon as they are complete UTF-8.

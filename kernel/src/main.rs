@@ -14,6 +14,8 @@ mod parameters;
 mod router;
 mod runner;
 mod server;
+#[cfg(test)]
+mod untrusted_inputs;
 mod wire;
 
 use std::path::PathBuf;
@@ -139,7 +141,7 @@ fn engine_config(
         // the shared library; each cell then has its own Burn statics, so GPU tensors do not survive
         // from one cell to the next — kept for platforms where a Rust dylib cannot be loaded).
         prelude_crate: (!no_prelude
-            && !std::env::var_os("ARWKV_KERNEL_STATIC_PRELUDE").is_some_and(|v| v != "0"))
+            && std::env::var_os("ARWKV_KERNEL_STATIC_PRELUDE").is_none_or(|v| v == "0"))
         .then(|| workspace_root().join("kernel").join("prelude")),
         arwkv_features: features,
         interrupt_file,

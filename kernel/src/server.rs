@@ -599,6 +599,6 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
     if let Some(c) = handles.child.lock().expect("child").as_ref() {
         let _ = c.lock().expect("process").kill();
     }
-    let _ = std::fs::remove_file(&connection_file.with_extension("interrupt"));
+    let _ = std::fs::remove_file(connection_file.with_extension("interrupt"));
     Ok(())
 }

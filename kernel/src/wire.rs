@@ -38,7 +38,7 @@ pub async fn read_request<S: SocketRecv>(
     decode(raw)
 }
 
-fn decode(raw: RawMessage) -> Result<JupyterMessage, ReadError> {
+pub(crate) fn decode(raw: RawMessage) -> Result<JupyterMessage, ReadError> {
     let part = |i: usize, what: &str| -> Result<Value, ReadError> {
         serde_json::from_slice(&raw.jparts[i])
             .map_err(|e| ReadError::Dropped(format!("the {what} is not JSON: {e}")))

@@ -75,6 +75,9 @@ pub struct ArwkvConfig {
     pub ranks: LoraRanks,
 }
 
+/// The largest head size, head-size divisor or LoRA rank a student `config.json` may ask for.
+pub const MAX_RWKV_SIZE: usize = 1 << 12;
+
 impl ArwkvConfig {
     /// A student config for a teacher: same widths, every attention replaced by a time mixer.
     pub fn from_teacher(
@@ -166,8 +169,14 @@ impl ArwkvConfig {
                 ));
             }
         }
+        // Bounded like the teacher's sizes: a hostile rank would overflow the parameter count and
+        // ask for an impossible allocation at init.
         let rank = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(err(key, "must be greater than 0".into())),
+            Some(v) if v > MAX_RWKV_SIZE => Err(err(
+                key,
+                format!("{v} is larger than the supported {MAX_RWKV_SIZE}"),
+            )),
             Some(v) => Ok(v),
             None => Ok(default),
         };
