@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lets `--features cuda` / `rocm` build and link without network access (spec BURN.md §2.4).
+# Lets `--features cuda` / `rocm` build and link without network access.
 #
 # cubecl-cuda / cubecl-hip 0.11 always link cubecl-llvm, whose build script downloads a prebuilt
 # LLVM 23.1 bundle unless one is installed under the per-user data directory. This script installs

@@ -198,7 +198,9 @@ fn a_checkpoint_shaped_like_arwkv_7b_preview_loads() {
     .unwrap();
     let map = index["weight_map"].as_object().unwrap();
     let layers = student.config.qwen.num_hidden_layers;
-    // 29 keys per layer + embed, norm, lm_head, as the published index (spec §1.3).
+    // 29 keys per layer + embed, norm, lm_head, as in the index of ARWKV-7B-Preview-0.1 (gated, no
+    // GroupNorm): 24 time-mixer tensors (6 lerps, w/a/v bias + 2 LoRA each, g1, g2, k_k, k_a, r_k,
+    // 4 projections), 2 layer norms, 3 MLP matrices.
     assert_eq!(map.len(), layers * 29 + 3);
     let shards: std::collections::BTreeSet<&str> =
         map.values().map(|v| v.as_str().unwrap()).collect();

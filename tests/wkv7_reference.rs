@@ -134,7 +134,7 @@ fn oracle_forward(s: Shape, x: &Inputs) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
     (y, final_state, history)
 }
 
-/// Gradients of L = Σ y·dy + Σ S_T·dS_T, by the backward formulas of WKV7.md §3.1.
+/// Gradients of L = Σ y·dy + Σ S_T·dS_T, by the backward formulas of `docs/METHOD.md` §3.2.
 fn oracle_backward(s: Shape, x: &Inputs, dy: &[f64], ds_t: &[f64]) -> Inputs {
     let (_, _, history) = oracle_forward(s, x);
     let mut g = Inputs {

@@ -1,4 +1,4 @@
-//! Training data (spec `ARWKV.md` §6): documents from plain `.txt` (paragraphs separated by blank
+//! Training data (`docs/METHOD.md` §9): documents from plain `.txt` (paragraphs separated by blank
 //! lines), JSONL with a `text` field, or conversation JSONL (`messages` or `conversations`, keys
 //! `role|from` and `content|value`, roles `human→user`, `gpt→assistant`); tokenised with the
 //! teacher's tokenizer; packed into blocks of the context length (documents joined by the end-of-text

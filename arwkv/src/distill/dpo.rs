@@ -1,4 +1,4 @@
-//! Stage 3 preference tuning: DPO with a frozen reference copy (spec `ARWKV.md` §5).
+//! Stage 3 preference tuning: DPO with a frozen reference copy (`docs/METHOD.md` §7).
 //!
 //! For a pair (chosen c, rejected r) with summed completion log-probabilities under the policy π
 //! and the reference π_ref:

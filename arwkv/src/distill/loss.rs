@@ -1,4 +1,4 @@
-//! The distillation losses (spec `ARWKV.md` §3.2, §4.1, §6.4), in f32.
+//! The distillation losses (`docs/METHOD.md` §5–§7), in f32.
 //!
 //! * Stage 1, per layer: `L = mean_{b,t} ‖A_T − A_S‖₂ / √C` (the per-token RMS of the difference),
 //!   or the MSE as an option; the run averages it over layers.

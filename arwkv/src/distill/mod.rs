@@ -1,4 +1,4 @@
-//! Staged distillation of a Qwen2 teacher into its ARWKV student (spec `ARWKV.md` §3–§6).
+//! Staged distillation of a Qwen2 teacher into its ARWKV student (`docs/METHOD.md` §5–§9).
 
 pub mod data;
 pub mod dialogue_tasks;

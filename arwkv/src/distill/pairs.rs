@@ -1,4 +1,4 @@
-//! Building DPO pairs (spec `ARWKV.md` §5): the *chosen* answer is the dataset's, the *rejected*
+//! Building DPO pairs (`docs/METHOD.md` §7): the *chosen* answer is the dataset's, the *rejected*
 //! one is sampled from the student itself, as the reference's `convert_jsonl_to_dpo.py` does.
 //!
 //! Input rows: conversations (`messages`/`conversations`) whose last turn is the assistant's answer,

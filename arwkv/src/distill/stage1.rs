@@ -1,4 +1,4 @@
-//! Stage 1 — attention alignment (the paper's AttentionWrapper, Figure 4/5; spec `ARWKV.md` §3.1).
+//! Stage 1 — attention alignment (the paper's AttentionWrapper, Figure 4/5; `docs/METHOD.md` §5).
 //!
 //! Teacher forcing: the residual stream is the teacher's at every layer. Each layer's time mixer sees
 //! the teacher's normalised input and is trained only by its own loss against the teacher's

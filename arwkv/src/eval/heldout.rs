@@ -128,7 +128,7 @@ pub fn perplexity(
 }
 
 /// Scores `ids` with teacher and student in windows of `context` tokens, `batch` windows at a
-/// time; vocabularies are compared on their common prefix (spec §4: truncate the teacher's).
+/// time; vocabularies are compared on their common prefix (`docs/METHOD.md` §6: the teacher's is cut).
 pub fn compare_on_heldout(
     teacher: Forward,
     student: Forward,

@@ -1,4 +1,4 @@
-//! `config.json` of an ARWKV student in the Hugging Face `rwkv_hybrid` layout (spec `ARWKV.md` §7.1).
+//! `config.json` of an ARWKV student in the Hugging Face `rwkv_hybrid` layout (`docs/METHOD.md` §10).
 //!
 //! The Qwen2 part (vocabulary, widths, norms, MLP, RoPE fields kept for the record) is validated by
 //! [`Qwen2Config`]; the RWKV part adds the head size, the gate / GroupNorm switches and the LoRA
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::teacher::Qwen2Config;
 
-/// RWKV-7 head size; the reference hard-codes 64 (spec §1.2).
+/// RWKV-7 head size; the reference hard-codes 64 (`docs/METHOD.md` §1).
 pub const HEAD_SIZE: usize = 64;
 /// `head_size_divisor` of the reference; GroupNorm eps = 1e-5 · divisor².
 pub const HEAD_SIZE_DIVISOR: usize = 8;
@@ -190,7 +190,7 @@ impl ArwkvConfig {
                 HEAD_SIZE_DIVISOR,
             )?,
             has_gate: raw.wkv_has_gate.unwrap_or(false),
-            // RwkvHybridConfig defaults this to true when absent (spec §7.1).
+            // RwkvHybridConfig defaults this to true when absent (`docs/METHOD.md` §10).
             has_group_norm: raw.wkv_has_group_norm.unwrap_or(true),
             ranks: LoraRanks {
                 decay: rank("decay_low_rank_dim", raw.decay_low_rank_dim, defaults.decay)?,
@@ -291,7 +291,7 @@ impl ArwkvConfig {
 mod tests {
     use super::*;
 
-    /// config.json of `RWKV-Red-Team/ARWKV-7B-Preview-0.1` (spec §7.1).
+    /// config.json of `RWKV-Red-Team/ARWKV-7B-Preview-0.1` (`docs/METHOD.md` §10).
     fn arwkv_7b() -> Value {
         json!({
             "architectures": ["RwkvHybridForCausalLM"],
@@ -312,7 +312,7 @@ mod tests {
         let c = ArwkvConfig::from_value(arwkv_7b(), Path::new("config.json")).unwrap();
         assert!(c.has_gate && !c.has_group_norm);
         assert_eq!(c.num_wkv_heads(), 56);
-        // Spec §1.3: 53,487,616 per time mixer; 8,291,057,152 in all (= total_size / 4 of the index).
+        // The reference's 7B: 53,487,616 per time mixer; 8,291,057,152 in all (= total_size / 4 of the index).
         assert_eq!(c.time_mixer_parameter_count(), 53_487_616);
         assert_eq!(c.parameter_count(), 8_291_057_152);
     }

@@ -1,4 +1,4 @@
-//! Seeded initialisers of the student (spec `ARWKV.md` §1.6), computed on the host so that one
+//! Seeded initialisers of the student (`docs/METHOD.md` §4), computed on the host so that one
 //! seed gives the same weights on every backend.
 
 use burn::prelude::*;
@@ -70,7 +70,7 @@ pub fn channel_vector(values: Vec<f32>, device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(values, [1, 1, c]), device)
 }
 
-/// The layer-dependent per-channel initial values of one time mixer (spec §1.6).
+/// The layer-dependent per-channel initial values of one time mixer (`docs/METHOD.md` §4).
 pub struct LayerSchedule {
     /// `i / C` for every channel.
     ddd: Vec<f64>,

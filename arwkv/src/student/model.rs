@@ -1,5 +1,5 @@
 //! The ARWKV student: Qwen2 with every self-attention replaced by an RWKV-7 time mixer
-//! (spec `ARWKV.md` §1.1). Names follow the `rwkv_hybrid` checkpoint
+//! (`docs/METHOD.md` §1). Names follow the `rwkv_hybrid` checkpoint
 //! (`model.layers.i.self_attn.time_mixer.*`).
 
 use burn::module::Param;
@@ -311,7 +311,7 @@ impl ArwkvForCausalLM {
         out
     }
 
-    /// Only the time mixers keep gradients (stage 1's trainable set, spec §3.4).
+    /// Only the time mixers keep gradients (stage 1's trainable set, `docs/METHOD.md` §5).
     pub fn only_time_mixers_trainable(mut self) -> Self {
         self.model.embed_tokens = self.model.embed_tokens.no_grad();
         self.model.norm = self.model.norm.no_grad();

@@ -1,4 +1,4 @@
-//! A student as found on disk (`rwkv_hybrid` layout, spec `ARWKV.md` §7): config, weights,
+//! A student as found on disk (`rwkv_hybrid` layout, `docs/METHOD.md` §10): config, weights,
 //! tokenizer and chat template of one folder; and saving one.
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! The RWKV-7 time mixer that replaces self-attention in every ARWKV layer (spec `ARWKV.md` §1.3,
-//! §2.1). Field names are the checkpoint's (`model.layers.i.self_attn.time_mixer.<field>`).
+//! The RWKV-7 time mixer that replaces self-attention in every ARWKV layer (`docs/METHOD.md`
+//! §2). Field names are the checkpoint's (`model.layers.i.self_attn.time_mixer.<field>`).
 //!
 //! Per token, with `x` the layer's normalised input and `x_prev` the previous token's:
 //!
@@ -123,7 +123,7 @@ fn low_rank(x: Tensor<3>, m: &Param<Tensor<2>>) -> Tensor<3> {
 }
 
 impl TimeMixer {
-    /// A freshly initialised time mixer for layer `layer` (spec §1.6; the gate starts as the
+    /// A freshly initialised time mixer for layer `layer` (`docs/METHOD.md` §4; the gate starts as the
     /// identity, see docs/DECISIONS.md).
     pub fn init(layer: usize, cfg: &ArwkvConfig, rng: &mut InitRng, device: &Device) -> Self {
         let c = cfg.qwen.hidden_size;

@@ -1,5 +1,5 @@
 //! AdamW with decoupled weight decay on matrices only and global gradient-norm clipping
-//! (spec `ARWKV.md` §3.5), written by hand: Burn's clipping is per tensor, and our state is keyed
+//! (`docs/METHOD.md` §8), written by hand: Burn's clipping is per tensor, and our state is keyed
 //! by parameter *path* (e.g. `model.layers.3.self_attn.time_mixer.w1`), so a run saved in one
 //! process resumes exactly in another.
 //!

@@ -1,4 +1,4 @@
-//! Learning-rate schedules: linear warm-up from 0.01× (spec `ARWKV.md` §3.5), then constant, cosine
+//! Learning-rate schedules: linear warm-up from 0.01× (`docs/METHOD.md` §8), then constant, cosine
 //! or exponential decay to a final rate over the remaining steps. Unlike the reference (whose
 //! `epoch_count` default keeps its exponential decay at ~1/150 of the way), the decay here reaches
 //! the final rate at the last step.

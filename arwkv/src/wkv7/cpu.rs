@@ -3,7 +3,7 @@
 //!
 //! The forward keeps a snapshot of the state at the start of every chunk of [`CHUNK_LEN`] tokens;
 //! the backward walks the chunks from the last to the first, recomputes the chunk's states from its
-//! snapshot (exact, no division by the decay) and applies the gradient formulas of `WKV7.md` §3.1.
+//! snapshot (exact, no division by the decay) and applies the gradient formulas of `docs/METHOD.md` §3.2.
 
 use rayon::prelude::*;
 

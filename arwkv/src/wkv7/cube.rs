@@ -8,7 +8,7 @@
 //! * Backward: unit i keeps row i **and column i** of both the state and its gradient, so every sum
 //!   over the other index is local. Chunks are walked from the last; each chunk's states are first
 //!   recomputed from its snapshot (exact — no division by the decay, unlike backstepping) into a
-//!   scratch buffer private to each unit, then the gradient formulas of `WKV7.md` §3.1 run backwards.
+//!   scratch buffer private to each unit, then the gradient formulas of `docs/METHOD.md` §3.2 run backwards.
 
 use burn::prelude::Shape;
 use burn_cubecl::CubeBackend;

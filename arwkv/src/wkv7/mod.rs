@@ -1,4 +1,4 @@
-//! The WKV-7 state recurrence of RWKV-7 (spec: `WKV7.md` §2.5, `ARWKV.md` §2.2).
+//! The WKV-7 state recurrence of RWKV-7 (`docs/METHOD.md` §3).
 //!
 //! Per batch b and head h the state `S` is `N×N`, **row = value index i, column = key index j**.
 //! For t = 0..T−1, with the raw log-log decay parameter ω (the op applies `d = exp(−exp(ω))`):
