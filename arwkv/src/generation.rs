@@ -1,5 +1,5 @@
 //! Autoregressive generation for teachers (KV cache) and students (recurrent state), streaming
-//! each token to a callback.
+//! each token to a callback, and greedy decoding until a stop string (used by evaluation).
 
 use burn::prelude::*;
 
@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::student::{ArwkvForCausalLM, RecurrentState};
 use crate::teacher::{KvCache, Qwen2ForCausalLM};
+use crate::tokenizer::TextTokenizer;
 
 /// A causal language model that continues from a state of what it has read.
 pub trait CausalLm {
@@ -138,4 +139,42 @@ mod tests {
             3
         );
     }
+}
+
+/// Greedy continuation of `prompt` until a stop id, a stop string or `max_new_tokens`; the text
+/// before the stop string.
+pub fn greedy_until<M: CausalLm>(
+    model: &M,
+    tokenizer: &TextTokenizer,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    stop_ids: &[u32],
+    stops: &[&str],
+    device: &Device,
+) -> Result<String> {
+    let tensor = |ids: &[u32]| {
+        let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device)
+    };
+    let mut state = model.empty_state();
+    let mut logits = model.forward_with(tensor(prompt), &mut state)?;
+    let mut out = vec![];
+    while out.len() < max_new_tokens {
+        let [_, t, v] = logits.dims();
+        let next = logits
+            .slice([0..1, t - 1..t, 0..v])
+            .argmax(2)
+            .reshape([1])
+            .into_scalar::<i64>() as u32;
+        if stop_ids.contains(&next) {
+            break;
+        }
+        out.push(next);
+        let text = tokenizer.decode(&out, false)?;
+        if let Some(cut) = stops.iter().filter_map(|s| text.find(s)).min() {
+            return Ok(text[..cut].to_string());
+        }
+        logits = model.forward_with(tensor(&[next]), &mut state)?;
+    }
+    tokenizer.decode(&out, true)
 }

@@ -17,6 +17,7 @@ pub mod eval;
 pub mod folder_path;
 pub mod generation;
 pub mod hub;
+pub mod jsonl;
 pub mod nn;
 pub mod notebook;
 pub mod pretrained;

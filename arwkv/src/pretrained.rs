@@ -92,7 +92,7 @@ impl Pretrained {
         stops: &[&str],
         device: &Device,
     ) -> Result<String> {
-        use crate::eval::generative::greedy_until;
+        use crate::generation::greedy_until;
         match self {
             Self::Teacher(t) => greedy_until(
                 &t.model,

@@ -14,6 +14,17 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::weights::{INDEX_FILE, SINGLE_FILE};
 
+/// Files a model folder shares with its teacher (tokenizer, template, generation defaults).
+pub const TEXT_FILES: [&str; 7] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+];
+
 /// Default largest shard (as transformers' `save_pretrained`): 5 GB.
 pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
 

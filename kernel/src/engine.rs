@@ -12,21 +12,11 @@ use jupyter_protocol::JupyterMessage;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::cell_error::CellError;
 use crate::router::{CellReport, RouterCommand};
 
 /// A MIME bundle.
 pub type Bundle = BTreeMap<String, Value>;
-
-/// Why a cell failed, as Jupyter's `error` content.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CellError {
-    /// Error class.
-    pub ename: String,
-    /// One-line message.
-    pub evalue: String,
-    /// Lines shown to the user.
-    pub traceback: Vec<String>,
-}
 
 /// What the shell asks of the engine.
 pub enum EngineRequest {

@@ -4,6 +4,7 @@
 mod build_dir;
 mod cargo_progress;
 mod cell_code;
+mod cell_error;
 mod completeness;
 mod engine;
 mod export;

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::sync::oneshot;
 
-use crate::engine::{self, CellError, EngineConfig, EngineRequest};
+use crate::cell_error::CellError;
+use crate::engine::{self, EngineConfig, EngineRequest};
 use crate::notebook_file::{CellKind, Notebook, split_source};
 use crate::parameters;
 use crate::router::{self, IopubEvent};

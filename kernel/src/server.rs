@@ -25,8 +25,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
 use crate::cargo_progress;
+use crate::cell_error::CellError;
 use crate::completeness::{Completeness, completeness};
-use crate::engine::{self, CellError, EngineConfig, EngineRequest, InputBridge};
+use crate::engine::{self, EngineConfig, EngineRequest, InputBridge};
 use crate::history::{History, SESSION};
 use crate::router::{self, IopubEvent};
 use crate::wire::{ReadError, malformed_reply, read_request};

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
+use crate::jsonl::BadRows;
 use crate::tokenizer::TextTokenizer;
 
 /// Where the data comes from and how it is cut.
@@ -74,15 +75,6 @@ pub struct Document {
     pub text: String,
     /// SFT target ranges; `None` = the whole text.
     pub targets: Option<Vec<std::ops::Range<usize>>>,
-}
-
-/// Rows that were skipped while reading, with the first few reasons.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BadRows {
-    /// How many rows were skipped.
-    pub count: usize,
-    /// `file:line: reason` of the first ones.
-    pub first: Vec<String>,
 }
 
 /// A tokenised, cut dataset and the order it is read in.
@@ -206,43 +198,19 @@ fn read_documents(
             })
             .collect());
     }
-    let mut docs = vec![];
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut reject = |reason: String| {
-            bad.count += 1;
-            if bad.first.len() < 5 {
-                bad.first
-                    .push(format!("{}:{}: {reason}", path.display(), n + 1));
-            }
-        };
-        let row: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                reject(format!("invalid JSON: {e}"));
-                continue;
-            }
-        };
+    crate::jsonl::read_rows(path, bad, |_, row| {
         if let Some(conv) = conversation(&row) {
-            match conv {
-                Ok(messages) => match render_conversation(&messages, template) {
-                    Ok(doc) => docs.push(doc),
-                    Err(e) => reject(format!("chat template: {e}")),
-                },
-                Err(reason) => reject(reason),
-            }
+            let messages = conv?;
+            render_conversation(&messages, template).map_err(|e| format!("chat template: {e}"))
         } else if let Some(t) = row.get("text").and_then(Value::as_str) {
-            docs.push(Document {
+            Ok(Document {
                 text: t.to_string(),
                 targets: None,
-            });
+            })
         } else {
-            reject("no `text` string and no `messages`/`conversations` list".into());
+            Err("no `text` string and no `messages`/`conversations` list".into())
         }
-    }
-    Ok(docs)
+    })
 }
 
 /// Token ids of a document and which of them are SFT targets.

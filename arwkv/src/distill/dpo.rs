@@ -19,9 +19,10 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 
-use super::data::{BadRows, DataPosition, render_conversation, tokenise};
+use super::data::{DataPosition, render_conversation, tokenise};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
+use crate::jsonl::BadRows;
 use crate::tokenizer::TextTokenizer;
 
 /// Summed log-probability of the target tokens of each row: logits `[N, T, V]` at t score
@@ -121,31 +122,12 @@ impl PreferenceData {
         let mut bad = BadRows::default();
         let mut pairs = vec![];
         for path in files {
-            let text = crate::error::read_to_string(path)?;
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let mut reject = |reason: String| {
-                    bad.count += 1;
-                    if bad.first.len() < 5 {
-                        bad.first
-                            .push(format!("{}:{}: {reason}", path.display(), n + 1));
-                    }
-                };
-                let row: Value = match serde_json::from_str(line) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        reject(format!("invalid JSON: {e}"));
-                        continue;
-                    }
-                };
+            pairs.extend(crate::jsonl::read_rows(path, &mut bad, |_, row| {
                 let field = |k: &str| row.get(k).and_then(Value::as_str).map(str::to_string);
                 let (Some(prompt), Some(chosen), Some(rejected)) =
                     (field("prompt"), field("chosen"), field("rejected"))
                 else {
-                    reject("needs `prompt`, `chosen` and `rejected` strings".into());
-                    continue;
+                    return Err("needs `prompt`, `chosen` and `rejected` strings".into());
                 };
                 let answer = |a: String| -> std::result::Result<Tokens, String> {
                     let messages = [
@@ -164,11 +146,8 @@ impl PreferenceData {
                     }
                     Ok((ids, targets))
                 };
-                match (answer(chosen), answer(rejected)) {
-                    (Ok(c), Ok(r)) => pairs.push((c, r)),
-                    (Err(e), _) | (_, Err(e)) => reject(e),
-                }
-            }
+                Ok((answer(chosen)?, answer(rejected)?))
+            })?);
         }
         if pairs.len() < batch_size || batch_size == 0 {
             return Err(Error::Invalid(format!(
@@ -176,10 +155,7 @@ impl PreferenceData {
                  skipped{})",
                 pairs.len(),
                 bad.count,
-                bad.first
-                    .first()
-                    .map(|f| format!(", e.g. {f}"))
-                    .unwrap_or_default()
+                bad.example()
             )));
         }
         Ok(Self {

@@ -9,8 +9,10 @@ pub mod plot;
 pub mod preset;
 pub mod pretrain;
 pub mod run;
+pub mod run_config;
 pub mod run_dir;
 pub mod stage1;
+pub mod step;
 
 pub use loss::{
     AlignmentLoss, alignment_loss, kl_divergence, kl_divergence_top_k, next_token_cross_entropy,

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::data::BadRows;
 use crate::chat::ChatMessage;
 use crate::error::{Error, Result};
 use crate::generation::{GenerationConfig, generate};
+use crate::jsonl::BadRows;
 use crate::student::PretrainedArwkv;
 
 /// Extracts `(prompt, answer)` from one input row.
@@ -63,27 +63,12 @@ pub fn build_dpo_pairs(
 ) -> Result<(usize, BadRows)> {
     let tokenizer = student.tokenizer()?;
     let template = student.chat_template.as_ref();
-    let text = crate::error::read_to_string(input)?;
     let mut bad = BadRows::default();
+    let rows = crate::jsonl::read_rows(input, &mut bad, |n, row| {
+        prompt_and_answer(&row).map(|(prompt, chosen)| (n, prompt, chosen))
+    })?;
     let mut lines = vec![];
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<Value>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|row| prompt_and_answer(&row));
-        let (prompt, chosen) = match parsed {
-            Ok(x) => x,
-            Err(reason) => {
-                bad.count += 1;
-                if bad.first.len() < 5 {
-                    bad.first
-                        .push(format!("{}:{}: {reason}", input.display(), n + 1));
-                }
-                continue;
-            }
-        };
+    for (n, prompt, chosen) in rows {
         let messages = [ChatMessage::new("user", prompt.clone())];
         let rendered = match template {
             Some(t) => t.render(&messages, true)?,
@@ -102,10 +87,7 @@ pub fn build_dpo_pairs(
             "{}: no usable rows ({} bad{})",
             input.display(),
             bad.count,
-            bad.first
-                .first()
-                .map(|f| format!(", e.g. {f}"))
-                .unwrap_or_default()
+            bad.example()
         )));
     }
     let mut bytes = vec![];

@@ -8,7 +8,8 @@ use plotly::common::{AxisSide, DashType, Line, Mode, Title};
 use plotly::layout::{Axis, AxisType, Layout};
 use plotly::{Plot, Scatter};
 
-use super::run::{Stage, StepMetrics};
+use super::run_config::Stage;
+use super::step::StepMetrics;
 use crate::error::Result;
 use crate::save::write_atomic;
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::data::DataPosition;
-use super::run::RunConfig;
+use super::run_config::RunConfig;
 use crate::error::{Error, Result};
 
 /// How a run starts in its directory.

@@ -2,12 +2,7 @@
 //! GSM8K: the number after `####`, else after "The answer is", else the last number written;
 //! generic tasks: the first non-empty line.
 
-use burn::prelude::*;
-
 use super::task::{RowFormat, normalise_number};
-use crate::error::Result;
-use crate::generation::CausalLm;
-use crate::tokenizer::TextTokenizer;
 
 /// Where a generation ends besides the model's stop ids.
 pub fn stop_strings(format: RowFormat) -> &'static [&'static str] {
@@ -15,44 +10,6 @@ pub fn stop_strings(format: RowFormat) -> &'static [&'static str] {
         RowFormat::Gsm8k => &["\n\nQuestion:", "Question:", "<|im_end|>"],
         _ => &["\n\n", "<|im_end|>"],
     }
-}
-
-/// Greedy continuation of `prompt` until a stop id, a stop string or `max_new_tokens`; the text
-/// before the stop string.
-pub fn greedy_until<M: CausalLm>(
-    model: &M,
-    tokenizer: &TextTokenizer,
-    prompt: &[u32],
-    max_new_tokens: usize,
-    stop_ids: &[u32],
-    stops: &[&str],
-    device: &Device,
-) -> Result<String> {
-    let tensor = |ids: &[u32]| {
-        let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device)
-    };
-    let mut state = model.empty_state();
-    let mut logits = model.forward_with(tensor(prompt), &mut state)?;
-    let mut out = vec![];
-    while out.len() < max_new_tokens {
-        let [_, t, v] = logits.dims();
-        let next = logits
-            .slice([0..1, t - 1..t, 0..v])
-            .argmax(2)
-            .reshape([1])
-            .into_scalar::<i64>() as u32;
-        if stop_ids.contains(&next) {
-            break;
-        }
-        out.push(next);
-        let text = tokenizer.decode(&out, false)?;
-        if let Some(cut) = stops.iter().filter_map(|s| text.find(s)).min() {
-            return Ok(text[..cut].to_string());
-        }
-        logits = model.forward_with(tensor(&[next]), &mut state)?;
-    }
-    tokenizer.decode(&out, true)
 }
 
 /// The last number in `text` (digits with optional sign, commas and a decimal point).

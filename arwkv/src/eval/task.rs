@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::distill::data::BadRows;
 use crate::error::{Error, Result};
+use crate::jsonl::BadRows;
 
 /// The row shape a task file uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -319,47 +319,27 @@ fn parse_row(row: &Value) -> std::result::Result<Row, String> {
 
 /// Reads the valid rows of a JSONL file, counting the bad ones with their line numbers.
 fn read_rows(path: &Path) -> Result<(Vec<Row>, BadRows)> {
-    let text = crate::error::read_to_string(path)?;
-    let mut rows = vec![];
     let mut bad = BadRows::default();
     let mut format = None;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<Value>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| parse_row(&v))
-            .and_then(|row| match format {
-                Some(f) if f != row.format => Err(format!(
-                    "a {:?} row in a {f:?} file (one format per file)",
-                    row.format
-                )),
-                _ => Ok(row),
-            });
-        match parsed {
-            Ok(row) => {
+    let rows = crate::jsonl::read_rows(path, &mut bad, |_, value| {
+        let row = parse_row(&value)?;
+        match format {
+            Some(f) if f != row.format => Err(format!(
+                "a {:?} row in a {f:?} file (one format per file)",
+                row.format
+            )),
+            _ => {
                 format = Some(row.format);
-                rows.push(row);
-            }
-            Err(reason) => {
-                bad.count += 1;
-                if bad.first.len() < 5 {
-                    bad.first
-                        .push(format!("{}:{}: {reason}", path.display(), n + 1));
-                }
+                Ok(row)
             }
         }
-    }
+    })?;
     if rows.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no usable task rows ({} bad{})",
             path.display(),
             bad.count,
-            bad.first
-                .first()
-                .map(|f| format!(", e.g. {f}"))
-                .unwrap_or_default()
+            bad.example()
         )));
     }
     Ok((rows, bad))

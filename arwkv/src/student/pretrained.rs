@@ -13,17 +13,6 @@ use crate::save::{save_safetensors, write_atomic};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
-/// Files a model folder shares with its teacher (tokenizer, template, generation defaults).
-pub const TEXT_FILES: [&str; 7] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "generation_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-];
-
 /// Everything loaded from an ARWKV student folder.
 pub struct PretrainedArwkv {
     /// The network.
@@ -105,7 +94,7 @@ pub fn save_pretrained(
 ) -> Result<()> {
     save_safetensors(dir, &model.named_tensors(), max_shard_bytes)?;
     if let Some(src) = assets_from {
-        for name in TEXT_FILES {
+        for name in crate::save::TEXT_FILES {
             let from = src.join(name);
             if from.is_file() && src != dir {
                 let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;

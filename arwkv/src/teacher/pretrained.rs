@@ -90,7 +90,7 @@ pub fn save_pretrained(
     use crate::save::{DEFAULT_MAX_SHARD_BYTES, save_safetensors, write_atomic};
     save_safetensors(dir, &model.named_tensors(), DEFAULT_MAX_SHARD_BYTES)?;
     if let Some(src) = assets_from {
-        for name in crate::student::pretrained::TEXT_FILES {
+        for name in crate::save::TEXT_FILES {
             let from = src.join(name);
             if from.is_file() && src != dir {
                 let bytes = std::fs::read(&from).map_err(|e| crate::error::Error::io(&from, e))?;

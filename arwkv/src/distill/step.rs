@@ -1,0 +1,74 @@
+//! What one optimiser step reports (a line of `metrics.jsonl`) and who watches the steps of a run:
+//! the [`Observer`] trait, with terminal progress here and live notebook plots in `notebook`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::run_config::Stage;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    /// Stage.
+    pub stage: Stage,
+    /// Optimiser step (1-based).
+    pub step: u64,
+    /// Loss minimised (mean over micro-batches).
+    pub loss: f64,
+    /// Stage 1: loss per layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_layer: Vec<f64>,
+    /// Stage 2: KL part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
+    /// DPO: fraction of pairs where the policy prefers the chosen answer more than the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference_accuracy: Option<f64>,
+    /// DPO: mean β·Δ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_margin: Option<f64>,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real tokens per second over the step.
+    pub tokens_per_s: f64,
+    /// Seconds since the run (or resume) started.
+    pub elapsed_s: f64,
+}
+
+/// Sees a run as it goes (terminal progress, notebook plots). Returning `false` stops the run
+/// after a checkpoint (used for interrupts).
+pub trait Observer {
+    /// Called after every optimiser step.
+    fn on_step(&mut self, metrics: &StepMetrics, total_steps: u64) -> bool;
+    /// Called after a checkpoint was written.
+    fn on_checkpoint(&mut self, _dir: &Path) {}
+}
+
+/// An observer that prints a one-line progress bar to stderr.
+pub struct TerminalProgress;
+
+impl Observer for TerminalProgress {
+    fn on_step(&mut self, m: &StepMetrics, total: u64) -> bool {
+        let width = 24;
+        let done = ((m.step as f64 / total as f64) * width as f64) as usize;
+        eprint!(
+            "\r{:?} [{}{}] {}/{} loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s   ",
+            m.stage,
+            "#".repeat(done),
+            ".".repeat(width - done),
+            m.step,
+            total,
+            m.loss,
+            m.lr,
+            m.grad_norm,
+            m.tokens_per_s
+        );
+        if m.step == total {
+            eprintln!();
+        }
+        true
+    }
+}
