@@ -111,36 +111,6 @@ pub fn generate<M: CausalLm>(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::teacher::Qwen2Config;
-
-    #[test]
-    fn an_impossible_token_budget_is_refused_before_anything_is_allocated() {
-        let config = Qwen2Config::from_value(
-            serde_json::json!({"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8,
-                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}),
-            std::path::Path::new("config.json"),
-        )
-        .unwrap();
-        let device = crate::device::BackendKind::Cpu.device().unwrap();
-        let model = Qwen2ForCausalLM::random(config, &device);
-        let ask = |n| GenerationConfig {
-            max_new_tokens: n,
-            ..GenerationConfig::default()
-        };
-        let err = generate(&model, &[1, 2], &ask(usize::MAX), &device, |_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("max_new_tokens"), "{err}");
-        assert_eq!(
-            generate(&model, &[1, 2], &ask(3), &device, |_| Ok(()))
-                .unwrap()
-                .len(),
-            3
-        );
-    }
-}
-
 /// Greedy continuation of `prompt` until a stop id, a stop string or `max_new_tokens`; the text
 /// before the stop string.
 pub fn greedy_until<M: CausalLm>(
@@ -177,4 +147,34 @@ pub fn greedy_until<M: CausalLm>(
         logits = model.forward_with(tensor(&[next]), &mut state)?;
     }
     tokenizer.decode(&out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teacher::Qwen2Config;
+
+    #[test]
+    fn an_impossible_token_budget_is_refused_before_anything_is_allocated() {
+        let config = Qwen2Config::from_value(
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8,
+                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}),
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let device = crate::device::BackendKind::Cpu.device().unwrap();
+        let model = Qwen2ForCausalLM::random(config, &device);
+        let ask = |n| GenerationConfig {
+            max_new_tokens: n,
+            ..GenerationConfig::default()
+        };
+        let err = generate(&model, &[1, 2], &ask(usize::MAX), &device, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("max_new_tokens"), "{err}");
+        assert_eq!(
+            generate(&model, &[1, 2], &ask(3), &device, |_| Ok(()))
+                .unwrap()
+                .len(),
+            3
+        );
+    }
 }
