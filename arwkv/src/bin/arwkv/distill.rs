@@ -1,0 +1,163 @@
+//! Training commands: distillation runs and presets, teacher pretraining, DPO pairs.
+
+use anyhow::{Context, Result};
+use arwkv::generation::GenerationConfig;
+use arwkv::sampling::SamplingConfig;
+use clap::Args;
+
+use crate::args::DeviceArg;
+
+/// Arguments of `arwkv distill`.
+#[derive(Args)]
+pub struct DistillArgs {
+    /// The run config.
+    #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+    pub config: Option<std::path::PathBuf>,
+    /// A named end-to-end job: `tiny` = the embedded default (CPU, minutes).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Run directory of a preset job.
+    #[arg(long, default_value = "runs/tiny")]
+    pub out: std::path::PathBuf,
+    /// Continue from the newest checkpoint in the run directory (made under the same config).
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Delete the run state the run directory holds (run.json, metrics, checkpoints, student)
+    /// and start afresh; without it a run directory that holds a run is refused.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `arwkv distill`: one stage from a run config, or a whole preset job.
+pub fn distill(args: DistillArgs) -> Result<()> {
+    let start = start_of(args.resume, args.overwrite);
+    if let Some(name) = &args.preset {
+        let summary = arwkv::distill::preset::run_preset(
+            name,
+            &args.out,
+            1.0,
+            start,
+            &mut arwkv::distill::run::TerminalProgress,
+        )?;
+        println!("{}", summary.to_markdown());
+        println!("run directory: {} (open index.html)", args.out.display());
+        return Ok(());
+    }
+    let config = args.config.context("--config or --preset is required")?;
+    let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
+    let summary =
+        arwkv::distill::run::run(&cfg, start, &mut arwkv::distill::run::TerminalProgress)?;
+    if let Some(last) = &summary.last {
+        println!("{}", serde_json::to_string(last)?);
+    }
+    println!(
+        "{:?} finished {} step(s); run directory {}",
+        cfg.stage,
+        summary.steps,
+        summary.out.display()
+    );
+    Ok(())
+}
+
+/// How `arwkv distill` starts in its run directory, from its two flags (clap keeps them apart).
+fn start_of(resume: bool, overwrite: bool) -> arwkv::distill::run::Start {
+    use arwkv::distill::run::Start;
+    match (resume, overwrite) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::Overwrite,
+        (false, false) => Start::Fresh,
+    }
+}
+
+/// Arguments of `arwkv pretrain`.
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// The config.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+/// `arwkv pretrain`: pretrain a small teacher from scratch.
+pub fn pretrain(args: PretrainArgs) -> Result<()> {
+    let PretrainArgs { config } = args;
+    let cfg = arwkv::distill::pretrain::PretrainConfig::from_file(&config)?;
+    let last =
+        arwkv::distill::pretrain::pretrain(&cfg, &mut arwkv::distill::run::TerminalProgress)?;
+    if let Some(m) = last {
+        println!("{}", serde_json::to_string(&m)?);
+    }
+    println!("saved the teacher to {}", cfg.out.display());
+    Ok(())
+}
+
+/// Arguments of `arwkv dpo-pairs`.
+#[derive(Args)]
+pub struct DpoPairsArgs {
+    /// Student folder.
+    #[arg(long)]
+    pub student: String,
+    /// Input JSONL: conversations ending in the answer, or {prompt, answer}.
+    #[arg(long)]
+    pub input: std::path::PathBuf,
+    /// Output JSONL of {prompt, chosen, rejected}.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Most tokens per sampled answer.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (reference: 0.7).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Top-k (reference: 40).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (reference: 0.9).
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// Seed (row n uses seed + n).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// `arwkv dpo-pairs`: build DPO pairs from a student's samples.
+pub fn dpo_pairs(args: DpoPairsArgs) -> Result<()> {
+    let DpoPairsArgs {
+        student,
+        input,
+        out,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        device,
+    } = args;
+    let device = device.device()?;
+    let student = arwkv::student::PretrainedArwkv::load(&student, &device)?;
+    let config = GenerationConfig {
+        max_new_tokens,
+        sampling: SamplingConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        },
+        stop_ids: student.stop_ids(),
+    };
+    let (written, bad) =
+        arwkv::distill::pairs::build_dpo_pairs(&student, &input, &out, &config, &device, |n| {
+            eprint!("\rpairs: {n}")
+        })?;
+    eprintln!();
+    if bad.count > 0 {
+        eprintln!(
+            "skipped {} bad row(s), e.g. {}",
+            bad.count,
+            bad.first.join("; ")
+        );
+    }
+    println!("wrote {written} pair(s) to {}", out.display());
+    Ok(())
+}
