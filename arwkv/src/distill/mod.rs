@@ -4,6 +4,7 @@ pub mod data;
 pub mod dialogue_tasks;
 pub mod dpo;
 pub mod loss;
+pub mod objective;
 pub mod pairs;
 pub mod plot;
 pub mod preset;

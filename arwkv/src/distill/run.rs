@@ -19,17 +19,18 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use super::data::{DataPosition, Dataset};
-use super::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
-use super::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
+use super::dpo::PreferenceData;
+use super::objective::{
+    Alignment, AssistantCrossEntropy, MicroBatch, Objective, Preference, WordLevelKl,
+};
 pub use super::run_config::{RunConfig, Stage};
 pub use super::run_dir::{Start, latest_checkpoint};
 use super::run_dir::{TrainerState, checkpoint_dir, config_fingerprint, prepare};
-use super::stage1::alignment_losses;
 pub use super::step::{Observer, StepMetrics, TerminalProgress};
 use crate::error::{Error, Result};
 use crate::save::{NamedTensor, save_safetensors, write_atomic};
 use crate::student::{ArwkvForCausalLM, PretrainedArwkv, save_pretrained};
-use crate::teacher::PretrainedQwen2;
+use crate::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
 use crate::train::{AdamW, AdamWConfig};
 use crate::weights::Checkpoint;
 
@@ -207,6 +208,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         _ if cfg.freeze_mlp => student.freeze_mlp(),
         _ => student,
     };
+    let objective = objective_for(cfg, teacher_model, source, reference);
     // Recorded once the run can start, so a config that fails to load leaves no run behind.
     write_atomic(
         &cfg.out.join("run.json"),
@@ -239,88 +241,20 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         let (mut acc_sum, mut margin_sum) = (0.0, 0.0);
         let mut per_layer_sum: Vec<f64> = vec![];
         for _ in 0..cfg.grad_accum {
-            let (loss, per_layer, kl) = match &source {
-                Source::Pairs(pairs) => {
-                    let (batch, next) = pairs.batch(pos, &device);
-                    pos = next;
-                    tokens += batch.tokens;
-                    let policy = sequence_logprobs(
-                        student.forward(batch.ids.clone(), None)?,
-                        batch.ids.clone(),
-                        batch.target_mask.clone(),
-                    );
-                    let reference = reference.as_ref().expect("DPO has a reference");
-                    let ref_logps = sequence_logprobs(
-                        reference.forward(batch.ids.clone(), None)?,
-                        batch.ids,
-                        batch.target_mask,
-                    );
-                    let d = dpo_loss(policy, ref_logps, cfg.dpo_beta, cfg.label_smoothing);
-                    acc_sum += d.accuracy;
-                    margin_sum += d.margin;
-                    (d.loss, vec![], None)
-                }
-                Source::Tokens(dataset) => {
-                    let (batch, next) = dataset.batch(pos, &device);
-                    pos = next;
-                    tokens += batch.tokens;
-                    match cfg.stage {
-                        Stage::Sft => {
-                            let logits = student.forward(batch.ids.clone(), None)?;
-                            (
-                                next_token_cross_entropy(logits, batch.ids, batch.target_mask),
-                                vec![],
-                                None,
-                            )
-                        }
-                        Stage::Align => {
-                            let l = alignment_losses(
-                                &teacher_model,
-                                &student,
-                                batch.ids,
-                                cfg.alignment_loss,
-                            )?;
-                            let per: Vec<f64> = l
-                                .per_layer
-                                .iter()
-                                .map(|x| x.clone().into_scalar::<f64>())
-                                .collect();
-                            (l.loss, per, None)
-                        }
-                        Stage::Kl => {
-                            let teacher_logits =
-                                teacher_model.forward(batch.ids.clone(), None)?.detach();
-                            let logits = student.forward(batch.ids.clone(), None)?;
-                            let kl = match cfg.kl_top_k {
-                                Some(k) => kl_divergence_top_k(
-                                    teacher_logits,
-                                    logits.clone(),
-                                    batch.mask.clone(),
-                                    cfg.temperature,
-                                    k,
-                                ),
-                                None => kl_divergence(
-                                    teacher_logits,
-                                    logits.clone(),
-                                    batch.mask.clone(),
-                                    cfg.temperature,
-                                ),
-                            };
-                            let kl_value = kl.clone().into_scalar::<f64>();
-                            let loss = if cfg.ce_weight > 0.0 {
-                                kl + next_token_cross_entropy(logits, batch.ids, batch.mask)
-                                    * cfg.ce_weight
-                            } else {
-                                kl
-                            };
-                            (loss, vec![], Some(kl_value))
-                        }
-                        Stage::Dpo | Stage::Pretrain => {
-                            unreachable!("DPO reads pairs; pretraining is refused above")
-                        }
-                    }
-                }
-            };
+            let (micro, next) = objective.micro_batch(&student, pos, &device)?;
+            pos = next;
+            tokens += micro.tokens;
+            let MicroBatch {
+                loss,
+                per_layer,
+                kl,
+                preference,
+                ..
+            } = micro;
+            if let Some((accuracy, margin)) = preference {
+                acc_sum += accuracy;
+                margin_sum += margin;
+            }
             let value = loss.clone().into_scalar::<f64>();
             if !value.is_finite() {
                 return Err(Error::Invalid(format!(
@@ -404,6 +338,37 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         interrupted,
         student,
     })
+}
+
+/// The objective of `cfg.stage` over the data loaded for it.
+fn objective_for(
+    cfg: &RunConfig,
+    teacher: Qwen2ForCausalLM,
+    source: Source,
+    reference: Option<ArwkvForCausalLM>,
+) -> Box<dyn Objective> {
+    match (cfg.stage, source, reference) {
+        (Stage::Align, Source::Tokens(data), _) => Box::new(Alignment {
+            teacher,
+            data,
+            loss: cfg.alignment_loss,
+        }),
+        (Stage::Kl, Source::Tokens(data), _) => Box::new(WordLevelKl {
+            teacher,
+            data,
+            temperature: cfg.temperature,
+            top_k: cfg.kl_top_k,
+            ce_weight: cfg.ce_weight,
+        }),
+        (Stage::Sft, Source::Tokens(data), _) => Box::new(AssistantCrossEntropy { data }),
+        (Stage::Dpo, Source::Pairs(data), Some(reference)) => Box::new(Preference {
+            reference,
+            data,
+            beta: cfg.dpo_beta,
+            label_smoothing: cfg.label_smoothing,
+        }),
+        _ => unreachable!("data and reference are loaded for the stage; pretraining is refused"),
+    }
 }
 
 /// Adds the gradients of `b` into `a`, parameter by parameter.

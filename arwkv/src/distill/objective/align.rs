@@ -1,0 +1,42 @@
+//! Stage 1: per-layer alignment of each time mixer's output to its layer's attention output, with
+//! the teacher's residual stream (`docs/METHOD.md` §5; the computation is `distill::stage1`).
+
+use burn::prelude::*;
+
+use super::{MicroBatch, Objective};
+use crate::distill::data::{DataPosition, Dataset};
+use crate::distill::loss::AlignmentLoss;
+use crate::distill::stage1::alignment_losses;
+use crate::error::Result;
+use crate::student::ArwkvForCausalLM;
+use crate::teacher::Qwen2ForCausalLM;
+
+/// Stage 1's objective: the mean over layers of the per-layer alignment loss.
+pub struct Alignment {
+    /// The frozen teacher.
+    pub teacher: Qwen2ForCausalLM,
+    /// Token rows.
+    pub data: Dataset,
+    /// RMS of the difference (the paper's) or MSE.
+    pub loss: AlignmentLoss,
+}
+
+impl Objective for Alignment {
+    fn micro_batch(
+        &self,
+        student: &ArwkvForCausalLM,
+        pos: DataPosition,
+        device: &Device,
+    ) -> Result<(MicroBatch, DataPosition)> {
+        let (batch, next) = self.data.batch(pos, device);
+        let l = alignment_losses(&self.teacher, student, batch.ids, self.loss)?;
+        let per_layer = l
+            .per_layer
+            .iter()
+            .map(|x| x.clone().into_scalar::<f64>())
+            .collect();
+        let mut m = MicroBatch::loss_only(l.loss, batch.tokens);
+        m.per_layer = per_layer;
+        Ok((m, next))
+    }
+}

@@ -1,0 +1,63 @@
+//! Stage 2 and context extension: forward KL(teacher ‖ student) over the vocabulary at every
+//! position, optionally over the teacher's top-k tokens, plus an optional next-token
+//! cross-entropy (`docs/METHOD.md` §6).
+
+use burn::prelude::*;
+
+use super::{MicroBatch, Objective};
+use crate::distill::data::{DataPosition, Dataset};
+use crate::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
+use crate::error::Result;
+use crate::student::ArwkvForCausalLM;
+use crate::teacher::Qwen2ForCausalLM;
+
+/// Word-level KL distillation from a frozen teacher.
+pub struct WordLevelKl {
+    /// The frozen teacher.
+    pub teacher: Qwen2ForCausalLM,
+    /// Token rows.
+    pub data: Dataset,
+    /// Softmax temperature τ (the loss is scaled by τ²).
+    pub temperature: f64,
+    /// KL over the teacher's k most likely tokens only (`None`: the whole vocabulary).
+    pub top_k: Option<usize>,
+    /// Weight of the student's next-token cross-entropy added to the KL (0: none).
+    pub ce_weight: f64,
+}
+
+impl Objective for WordLevelKl {
+    fn micro_batch(
+        &self,
+        student: &ArwkvForCausalLM,
+        pos: DataPosition,
+        device: &Device,
+    ) -> Result<(MicroBatch, DataPosition)> {
+        let (batch, next) = self.data.batch(pos, device);
+        let teacher_logits = self.teacher.forward(batch.ids.clone(), None)?.detach();
+        let logits = student.forward(batch.ids.clone(), None)?;
+        let kl = match self.top_k {
+            Some(k) => kl_divergence_top_k(
+                teacher_logits,
+                logits.clone(),
+                batch.mask.clone(),
+                self.temperature,
+                k,
+            ),
+            None => kl_divergence(
+                teacher_logits,
+                logits.clone(),
+                batch.mask.clone(),
+                self.temperature,
+            ),
+        };
+        let kl_value = kl.clone().into_scalar::<f64>();
+        let loss = if self.ce_weight > 0.0 {
+            kl + next_token_cross_entropy(logits, batch.ids, batch.mask) * self.ce_weight
+        } else {
+            kl
+        };
+        let mut m = MicroBatch::loss_only(loss, batch.tokens);
+        m.kl = Some(kl_value);
+        Ok((m, next))
+    }
+}

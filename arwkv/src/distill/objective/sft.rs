@@ -1,0 +1,30 @@
+//! Stage 3 SFT: next-token cross-entropy on the assistant tokens of chat data, logits at t
+//! predicting token t+1 (`docs/METHOD.md` §7).
+
+use burn::prelude::*;
+
+use super::{MicroBatch, Objective};
+use crate::distill::data::{DataPosition, Dataset};
+use crate::distill::loss::next_token_cross_entropy;
+use crate::error::Result;
+use crate::student::ArwkvForCausalLM;
+
+/// Cross-entropy on assistant tokens only.
+pub struct AssistantCrossEntropy {
+    /// Chat rows with their target masks.
+    pub data: Dataset,
+}
+
+impl Objective for AssistantCrossEntropy {
+    fn micro_batch(
+        &self,
+        student: &ArwkvForCausalLM,
+        pos: DataPosition,
+        device: &Device,
+    ) -> Result<(MicroBatch, DataPosition)> {
+        let (batch, next) = self.data.batch(pos, device);
+        let logits = student.forward(batch.ids.clone(), None)?;
+        let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
+        Ok((MicroBatch::loss_only(loss, batch.tokens), next))
+    }
+}
