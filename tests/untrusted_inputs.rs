@@ -221,6 +221,17 @@ fn open_and_read(dir: &Path) {
     }
 }
 
+/// Writes `text` as a run config named `name` (its extension picks TOML or JSON), loads and
+/// validates it; either may fail, neither may panic.
+fn load_and_validate_run_config(name: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    if let Ok(cfg) = RunConfig::from_file(&path) {
+        let _ = cfg.validate();
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -380,12 +391,7 @@ proptest! {
             "student_options": {"gate": true},
         });
         let doc = mutated(&base, &edits, 3);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.json");
-        std::fs::write(&path, doc.to_string()).unwrap();
-        if let Ok(cfg) = RunConfig::from_file(&path) {
-            let _ = cfg.validate();
-        }
+        load_and_validate_run_config("run.json", &doc.to_string());
     }
 
     #[test]
@@ -409,22 +415,12 @@ proptest! {
             at -= 1;
         }
         text.insert_str(at, &insert);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.toml");
-        std::fs::write(&path, text).unwrap();
-        if let Ok(cfg) = RunConfig::from_file(&path) {
-            let _ = cfg.validate();
-        }
+        load_and_validate_run_config("run.toml", &text);
     }
 
     #[test]
     fn run_configs_of_random_text_are_refused_cleanly(text in "\\PC{0,200}") {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.toml");
-        std::fs::write(&path, text).unwrap();
-        if let Ok(cfg) = RunConfig::from_file(&path) {
-            let _ = cfg.validate();
-        }
+        load_and_validate_run_config("run.toml", &text);
     }
 
     #[test]
