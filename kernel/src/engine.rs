@@ -305,8 +305,11 @@ pub fn start(
     // SAFETY: set before any other thread of ours reads the environment (the engine thread and evcxr's
     // child are started below).
     unsafe {
-        std::env::set_var(arwkv_env::KERNEL, "1");
-        std::env::set_var(arwkv_env::INTERRUPT_FILE, &config.interrupt_file);
+        std::env::set_var(arwkv::notebook::display::KERNEL_ENV, "1");
+        std::env::set_var(
+            arwkv::notebook::interrupt::INTERRUPT_FILE_ENV,
+            &config.interrupt_file,
+        );
     }
     use_build_dir(config.build_dir.as_deref());
     let prelude = Arc::new(PreludeStatus::default());
@@ -354,6 +357,7 @@ fn use_build_dir(dir: Option<&std::path::Path>) {
     {
         libs.push(old);
     }
+    crate::analyzer_graph::route_analyzer_through_shim(dir);
     // SAFETY: see the function doc (single-threaded at this point).
     unsafe {
         std::env::set_var("EVCXR_TMPDIR", dir);
@@ -369,6 +373,7 @@ pub fn prebuild(config: &EngineConfig) -> anyhow::Result<std::time::Duration> {
     let (mut ctx, _outputs) =
         evcxr::CommandContext::new().map_err(|e| anyhow::anyhow!("evcxr could not start: {e}"))?;
     seed_lock(config)?;
+    give_builds_the_real_cargo_home(&mut ctx)?;
     let cell = prelude(config).join("\n");
     ctx.execute(&cell)
         .map_err(|e| anyhow::anyhow!("building the arwkv prelude:\n{cell}\n{e}"))?;
@@ -377,12 +382,16 @@ pub fn prebuild(config: &EngineConfig) -> anyhow::Result<std::time::Duration> {
     Ok(started.elapsed())
 }
 
-/// Names of the environment variables the library reads (kept in sync with `arwkv::notebook`).
-pub mod arwkv_env {
-    /// Set in the evaluation process.
-    pub const KERNEL: &str = "ARWKV_KERNEL";
-    /// Path of the interrupt file.
-    pub const INTERRUPT_FILE: &str = "ARWKV_KERNEL_INTERRUPT_FILE";
+/// evcxr's cargo builds run with the user's `CARGO_HOME`, not the analyzer's shim (see
+/// [`crate::analyzer_graph`]); a different home would move every registry source path and rebuild
+/// the prelude.
+fn give_builds_the_real_cargo_home(ctx: &mut evcxr::CommandContext) -> anyhow::Result<()> {
+    let Some(home) = crate::analyzer_graph::cargo_home_for_builds() else {
+        return Ok(());
+    };
+    ctx.execute(&format!(":build_env CARGO_HOME={}", home.display()))
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("setting CARGO_HOME for evcxr's builds: {e}"))
 }
 
 /// Lets rust-analyzer index the prelude's crate graph while no cell waits. Its first type query
@@ -421,7 +430,10 @@ fn run(
     };
     *child_slot.lock().expect("child slot") = Some(ctx.process_handle());
     let _ = router.send(RouterCommand::Attach(outputs.stdout, outputs.stderr));
-    let mut prelude_error = seed_lock(&config).err().map(|e| format!("{e:#}"));
+    let mut prelude_error = give_builds_the_real_cargo_home(&mut ctx)
+        .and_then(|()| seed_lock(&config))
+        .err()
+        .map(|e| format!("{e:#}"));
     // One evcxr execution for the whole prelude: each one re-runs cargo and re-indexes the
     // dependency graph (about 15–30 s with Burn), so the `:dep` lines go together.
     let cell = prelude(&config).join("\n");

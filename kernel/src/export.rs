@@ -364,6 +364,7 @@ fn trim_lock(out: &Path) -> Result<()> {
     let metadata = |offline: bool| {
         let mut cmd =
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        crate::analyzer_graph::with_real_cargo_home(&mut cmd);
         cmd.args(["metadata", "--format-version", "1", "--manifest-path"])
             .arg(&manifest);
         if offline {

@@ -1,6 +1,7 @@
 //! `arwkv-kernel`: the ARWKV Lab Jupyter kernel (evcxr engine, live displays, cooperative
 //! interrupt) and its installer.
 
+mod analyzer_graph;
 mod build_dir;
 mod cargo_progress;
 mod cell_code;
@@ -162,6 +163,7 @@ fn acquire_build_dir(features: &[String]) -> Result<build_dir::BuildDir> {
 }
 
 fn main() -> Result<()> {
+    analyzer_graph::on_process_start();
     evcxr::runtime_hook();
     let cli = Cli::parse();
     match (cli.command, cli.connection_file) {
