@@ -1,24 +1,16 @@
 //! `arwkv-kernel`: the ARWKV Lab Jupyter kernel (evcxr engine, live displays, cooperative
 //! interrupt) and its installer.
 
-mod analyzer_graph;
-mod build_dir;
-mod cargo_progress;
-mod cell_code;
-mod cell_error;
-mod completeness;
-mod engine;
-mod export;
-mod history;
-mod kernelspec;
-mod notebook_file;
-mod parameters;
-mod router;
-mod runner;
-mod server;
+mod identity;
+mod jupyter;
+mod notebook;
+mod session;
 #[cfg(test)]
 mod untrusted_inputs;
-mod wire;
+
+use jupyter::{kernelspec, server};
+use notebook::{export, notebook_file, parameters, runner};
+use session::{analyzer_graph, build_dir, engine};
 
 use std::path::PathBuf;
 
@@ -182,40 +174,7 @@ fn main() -> Result<()> {
                 (_, Some(p)) => kernelspec::InstallTarget::Prefix(p),
                 _ => kernelspec::InstallTarget::User,
             };
-            let features = match features {
-                Some(f) => parse_features(f)?,
-                None => prelude_features()?,
-            };
-            let exe = std::env::current_exe().context("locating this executable")?;
-            let dir = kernelspec::install(&target, &exe, &features)?;
-            println!(
-                "installed kernelspec `{}` in {} (prelude features: {})",
-                kernelspec::KERNEL_NAME,
-                dir.display(),
-                if features.is_empty() {
-                    "cpu".to_string()
-                } else {
-                    features.join(",")
-                }
-            );
-            if !no_prebuild && !cli.no_prelude {
-                let build = acquire_build_dir(&features)?;
-                let warm = build.path.join("target").is_dir();
-                println!(
-                    "pre-building the arwkv prelude in {} ({}; later kernels start warm)…",
-                    build.path.display(),
-                    if warm {
-                        "found built, checking"
-                    } else {
-                        "first build: about 15 minutes on 2 cores for the CPU, 20–25 with a GPU backend"
-                    }
-                );
-                let interrupt = build.path.join("prebuild.interrupt");
-                let config = engine_config(false, features, interrupt, Some(build.path.clone()));
-                let took = engine::prebuild(&config)?;
-                println!("prelude built in {:.1} s", took.as_secs_f64());
-            }
-            Ok(())
+            install(target, features, no_prebuild || cli.no_prelude)
         }
         (
             Some(Command::Run {
@@ -225,34 +184,7 @@ fn main() -> Result<()> {
                 echo,
             }),
             _,
-        ) => {
-            let parameters = params
-                .iter()
-                .map(|p| parameters::parse_assignment(p))
-                .collect::<Result<Vec<_>>>()?;
-            let mut config =
-                engine_config(cli.no_prelude, prelude_features()?, PathBuf::new(), None);
-            let build = match config.arwkv_path {
-                Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
-                None => None,
-            };
-            let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-            config.interrupt_file = scratch.path().join("interrupt");
-            config.build_dir = build.as_ref().map(|b| b.path.clone());
-            let options = runner::RunOptions {
-                input: notebook,
-                output: out,
-                parameters,
-                echo,
-            };
-            match runner::run(&options, config) {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    eprintln!("arwkv-kernel run: {e:#}");
-                    std::process::exit(1);
-                }
-            }
-        }
+        ) => run_notebook(notebook, out, &params, echo, cli.no_prelude),
         (
             Some(Command::Export {
                 notebook,
@@ -261,53 +193,141 @@ fn main() -> Result<()> {
                 notebook_order,
             }),
             _,
-        ) => {
-            let nb = notebook_file::Notebook::read(&notebook)?;
-            match format.as_str() {
-                "cargo" => {
-                    let config = engine_config(false, prelude_features()?, PathBuf::new(), None);
-                    let source = export::ExportSource {
-                        arwkv_path: workspace_root().join("arwkv"),
-                        arwkv_features: config.arwkv_features,
-                        workspace_lock: workspace_root().join("Cargo.lock"),
-                    };
-                    export::export_cargo(&nb, &out, &source, notebook_order)?;
-                    println!(
-                        "exported {} to {} (build: cd {} && cargo run --release --locked --offline)",
-                        notebook.display(),
-                        out.display(),
-                        out.display()
-                    );
-                }
-                "rs:percent" | "percent" => {
-                    std::fs::write(&out, export::percent_script(&nb))
-                        .with_context(|| format!("writing {}", out.display()))?;
-                    println!("wrote {}", out.display());
-                }
-                other => anyhow::bail!("unknown --format `{other}` (cargo or rs:percent)"),
-            }
-            Ok(())
-        }
-        (None, Some(file)) => {
-            let mut config = engine_config(
-                cli.no_prelude,
-                prelude_features()?,
-                file.with_extension("interrupt"),
-                None,
-            );
-            // A plain Rust kernel builds in a fresh temporary dir; with the prelude, a warm pooled one.
-            let build = match config.arwkv_path {
-                Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
-                None => None,
-            };
-            config.build_dir = build.as_ref().map(|b| b.path.clone());
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(server::serve(file, config))
-        }
+        ) => export_notebook(&notebook, &out, &format, notebook_order),
+        (None, Some(file)) => serve(file, cli.no_prelude),
         (None, None) => anyhow::bail!(
             "nothing to do: pass --connection-file FILE (Jupyter does, see `arwkv-kernel install`)"
         ),
     }
+}
+
+/// `arwkv-kernel install`: writes the kernelspec, then pre-builds the prelude unless told not to.
+fn install(
+    target: kernelspec::InstallTarget,
+    features: Option<Vec<String>>,
+    no_prebuild: bool,
+) -> Result<()> {
+    let features = match features {
+        Some(f) => parse_features(f)?,
+        None => prelude_features()?,
+    };
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let dir = kernelspec::install(&target, &exe, &features)?;
+    println!(
+        "installed kernelspec `{}` in {} (prelude features: {})",
+        kernelspec::KERNEL_NAME,
+        dir.display(),
+        if features.is_empty() {
+            "cpu".to_string()
+        } else {
+            features.join(",")
+        }
+    );
+    if !no_prebuild {
+        let build = acquire_build_dir(&features)?;
+        let warm = build.path.join("target").is_dir();
+        println!(
+            "pre-building the arwkv prelude in {} ({}; later kernels start warm)…",
+            build.path.display(),
+            if warm {
+                "found built, checking"
+            } else {
+                "first build: about 15 minutes on 2 cores for the CPU, 20–25 with a GPU backend"
+            }
+        );
+        let interrupt = build.path.join("prebuild.interrupt");
+        let config = engine_config(false, features, interrupt, Some(build.path.clone()));
+        let took = engine::prebuild(&config)?;
+        println!("prelude built in {:.1} s", took.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// `arwkv-kernel run`: runs a notebook headless and saves it with its outputs.
+fn run_notebook(
+    notebook: PathBuf,
+    out: Option<PathBuf>,
+    params: &[String],
+    echo: bool,
+    no_prelude: bool,
+) -> Result<()> {
+    let parameters = params
+        .iter()
+        .map(|p| parameters::parse_assignment(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = engine_config(no_prelude, prelude_features()?, PathBuf::new(), None);
+    let build = match config.arwkv_path {
+        Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
+        None => None,
+    };
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    config.interrupt_file = scratch.path().join("interrupt");
+    config.build_dir = build.as_ref().map(|b| b.path.clone());
+    let options = runner::RunOptions {
+        input: notebook,
+        output: out,
+        parameters,
+        echo,
+    };
+    match runner::run(&options, config) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!("arwkv-kernel run: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `arwkv-kernel export`: a notebook as a Cargo project or a jupytext script.
+fn export_notebook(
+    notebook: &std::path::Path,
+    out: &std::path::Path,
+    format: &str,
+    notebook_order: bool,
+) -> Result<()> {
+    let nb = notebook_file::Notebook::read(notebook)?;
+    match format {
+        "cargo" => {
+            let config = engine_config(false, prelude_features()?, PathBuf::new(), None);
+            let source = export::ExportSource {
+                arwkv_path: workspace_root().join("arwkv"),
+                arwkv_features: config.arwkv_features,
+                workspace_lock: workspace_root().join("Cargo.lock"),
+            };
+            export::export_cargo(&nb, out, &source, notebook_order)?;
+            println!(
+                "exported {} to {} (build: cd {} && cargo run --release --locked --offline)",
+                notebook.display(),
+                out.display(),
+                out.display()
+            );
+        }
+        "rs:percent" | "percent" => {
+            std::fs::write(out, export::percent_script(&nb))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        other => anyhow::bail!("unknown --format `{other}` (cargo or rs:percent)"),
+    }
+    Ok(())
+}
+
+/// The kernel itself: serves the connection file Jupyter wrote.
+fn serve(file: PathBuf, no_prelude: bool) -> Result<()> {
+    let mut config = engine_config(
+        no_prelude,
+        prelude_features()?,
+        file.with_extension("interrupt"),
+        None,
+    );
+    // A plain Rust kernel builds in a fresh temporary dir; with the prelude, a warm pooled one.
+    let build = match config.arwkv_path {
+        Some(_) => Some(acquire_build_dir(&config.arwkv_features)?),
+        None => None,
+    };
+    config.build_dir = build.as_ref().map(|b| b.path.clone());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::serve(file, config))
 }

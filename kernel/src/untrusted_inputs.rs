@@ -12,8 +12,11 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use ring::hmac;
 use serde_json::{Value, json};
 
-use crate::notebook_file::Notebook;
-use crate::{cell_code, completeness, export, history, parameters, wire};
+use crate::notebook::notebook_file::Notebook;
+use crate::{
+    jupyter::completeness, jupyter::history, jupyter::wire, notebook::cell_code, notebook::export,
+    notebook::parameters,
+};
 
 /// Cases per target unless `PROPTEST_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 1000;

@@ -409,6 +409,31 @@ pub fn run_plan(
         }
     }
     let device = plan.device.parse::<crate::BackendKind>()?.device()?;
+    let [s1, s2, s3a, s3b, s3c] = run_stages(plan, out, start, observer, &device)?;
+    let heldout = compare_on_heldout_text(
+        plan,
+        [("after stage 2", &s2), ("after stage 3", &s3c)],
+        &device,
+    )?;
+    let stages = [
+        ("stage 1 — attention alignment", &s1),
+        ("stage 2 — KL distillation", &s2),
+        ("stage 3 — context extension", &s3a),
+        ("stage 3 — SFT", &s3b),
+        ("stage 3 — DPO", &s3c),
+    ];
+    write_report(plan, out, &stages, heldout, started.elapsed().as_secs_f64())
+}
+
+/// Stage 1, stage 2, then stage 3 (context extension, SFT, DPO pairs sampled from the SFT
+/// student, DPO), each starting from the previous stage's student. Returns their configurations.
+fn run_stages(
+    plan: &PresetPlan,
+    out: &Path,
+    start: Start,
+    observer: &mut dyn Observer,
+    device: &burn::prelude::Device,
+) -> Result<[RunConfig; 5]> {
     let corpus = vec![plan.corpus.clone()];
 
     let s1 = plan.stage(
@@ -443,7 +468,7 @@ pub fn run_plan(
     s3b.data.pack = false;
     run(&s3b, start, observer)?;
 
-    let sft_student = PretrainedArwkv::load(&student_of(&s3b), &device)?;
+    let sft_student = PretrainedArwkv::load(&student_of(&s3b), device)?;
     let sampling = GenerationConfig {
         max_new_tokens: 40,
         sampling: SamplingConfig {
@@ -459,7 +484,7 @@ pub fn run_plan(
         &dpo_prompts,
         &dpo_file,
         &sampling,
-        &device,
+        device,
         |_| {},
     )?;
     drop(sft_student);
@@ -473,14 +498,23 @@ pub fn run_plan(
     s3c.data.context = plan.chat_context;
     s3c.data.pack = false;
     run(&s3c, start, observer)?;
+    Ok([s1, s2, s3a, s3b, s3c])
+}
 
-    let teacher = PretrainedQwen2::load(&plan.teacher, &device)?;
+/// Teacher against each given stage's student on the held-out text (its first
+/// `plan.heldout_tokens` tokens).
+fn compare_on_heldout_text(
+    plan: &PresetPlan,
+    students: [(&str, &RunConfig); 2],
+    device: &burn::prelude::Device,
+) -> Result<Vec<(String, HeldoutReport)>> {
+    let teacher = PretrainedQwen2::load(&plan.teacher, device)?;
     let heldout_text = crate::error::read_to_string(&plan.heldout)?;
     let mut ids = teacher.tokenizer()?.encode(&heldout_text, false)?;
     ids.truncate(plan.heldout_tokens);
     let mut heldout = vec![];
-    for (label, cfg) in [("after stage 2", &s2), ("after stage 3", &s3c)] {
-        let student = PretrainedArwkv::load_weights_only(&student_of(cfg), &device)?;
+    for (label, cfg) in students {
+        let student = PretrainedArwkv::load_weights_only(&student_of(cfg), device)?;
         let report = compare_on_heldout(
             &|x| teacher.model.forward(x, None),
             &|x| student.model.forward(x, None),
@@ -488,19 +522,23 @@ pub fn run_plan(
             plan.context,
             plan.batch_size,
             5,
-            &device,
+            device,
             |_, _| {},
         )?;
         heldout.push((label.to_string(), report));
     }
 
-    let stages = [
-        ("stage 1 — attention alignment", &s1),
-        ("stage 2 — KL distillation", &s2),
-        ("stage 3 — context extension", &s3a),
-        ("stage 3 — SFT", &s3b),
-        ("stage 3 — DPO", &s3c),
-    ];
+    Ok(heldout)
+}
+
+/// Writes `index.html` (every stage's curves and the summary), `summary.md` and `summary.json`.
+fn write_report(
+    plan: &PresetPlan,
+    out: &Path,
+    stages: &[(&str, &RunConfig)],
+    heldout: Vec<(String, HeldoutReport)>,
+    wall_s: f64,
+) -> Result<PresetSummary> {
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>ARWKV distillation</title>",
     );
@@ -528,7 +566,7 @@ pub fn run_plan(
         preset: plan.name.clone(),
         stages: stage_rows,
         heldout,
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s,
     };
     let md = summary.to_markdown();
     page.push_str("<h2>Summary</h2><pre>");

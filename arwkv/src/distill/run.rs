@@ -148,42 +148,9 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     let resume_from = prepare(cfg, start)?;
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
-    let template = teacher.chat_template.as_ref();
-    let source = match cfg.stage {
-        Stage::Dpo => Source::Pairs(PreferenceData::load(
-            &cfg.data.files,
-            tokenizer,
-            template,
-            cfg.data.context,
-            cfg.data.batch_size,
-            cfg.seed,
-        )?),
-        _ => Source::Tokens(Dataset::load_for(
-            &cfg.data,
-            tokenizer,
-            template,
-            cfg.seed,
-            cfg.stage == Stage::Sft,
-        )?),
-    };
-    let bad = match &source {
-        Source::Tokens(d) => &d.bad_rows,
-        Source::Pairs(p) => &p.bad_rows,
-    };
-    if bad.count > 0 {
-        eprintln!(
-            "data: skipped {} bad row(s), e.g. {}",
-            bad.count,
-            bad.first.join("; ")
-        );
-    }
+    let source = load_source(cfg, tokenizer, teacher.chat_template.as_ref())?;
     let teacher_model = teacher.model.clone().no_grad();
-    let initial_student = || -> Result<ArwkvForCausalLM> {
-        match &cfg.student {
-            Some(path) => Ok(PretrainedArwkv::load_weights_only(path, &device)?.model),
-            None => ArwkvForCausalLM::from_teacher(&teacher_model, &cfg.student_options),
-        }
-    };
+    let initial_student = || initial_student(cfg, &teacher_model, &device);
 
     let (mut student, mut opt, mut step, mut pos) = match &resume_from {
         Some((dir, state)) => {
@@ -219,16 +186,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     let mut schedule = cfg.schedule.clone();
     schedule.total_steps = cfg.steps;
     let metrics_path = cfg.out.join("metrics.jsonl");
-    if resume_from.is_none() && metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-    }
-    // A resumed run drops metric lines written after its checkpoint.
-    let mut lines: Vec<String> = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= step))
-        .map(str::to_string)
-        .collect();
+    let mut lines = metric_lines_up_to(&metrics_path, resume_from.is_some(), step)?;
 
     let started = Instant::now();
     let mut last = None;
@@ -236,51 +194,17 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     while step < cfg.steps {
         let lr = schedule.lr_at(step);
         let t0 = Instant::now();
-        let mut grads: Option<GradientsParams> = None;
-        let (mut loss_sum, mut kl_sum, mut tokens) = (0.0, 0.0, 0usize);
-        let (mut acc_sum, mut margin_sum) = (0.0, 0.0);
-        let mut per_layer_sum: Vec<f64> = vec![];
-        for _ in 0..cfg.grad_accum {
-            let (micro, next) = objective.micro_batch(&student, pos, &device)?;
-            pos = next;
-            tokens += micro.tokens;
-            let MicroBatch {
-                loss,
-                per_layer,
-                kl,
-                preference,
-                ..
-            } = micro;
-            if let Some((accuracy, margin)) = preference {
-                acc_sum += accuracy;
-                margin_sum += margin;
-            }
-            let value = loss.clone().into_scalar::<f64>();
-            if !value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "{:?}: the loss became {value} at step {}; stopped. Last checkpoint: {}",
-                    cfg.stage,
-                    step + 1,
-                    latest_checkpoint(&cfg.out).map_or("none".into(), |p| p.display().to_string())
-                )));
-            }
-            loss_sum += value;
-            kl_sum += kl.unwrap_or(0.0);
-            if per_layer_sum.is_empty() {
-                per_layer_sum = vec![0.0; per_layer.len()];
-            }
-            per_layer_sum
-                .iter_mut()
-                .zip(&per_layer)
-                .for_each(|(a, b)| *a += b);
-            let g =
-                GradientsParams::from_grads((loss / cfg.grad_accum as f64).backward(), &student);
-            grads = Some(match grads {
-                None => g,
-                Some(acc) => accumulate(acc, g, &student),
-            });
-        }
-        let (next, stats) = opt.step(student, grads.expect("at least one micro-batch"), lr);
+        let (grads, sums) =
+            accumulate_gradients(cfg, objective.as_ref(), &student, &mut pos, step, &device)?;
+        let StepSums {
+            loss: loss_sum,
+            kl: kl_sum,
+            tokens,
+            accuracy: acc_sum,
+            margin: margin_sum,
+            per_layer: per_layer_sum,
+        } = sums;
+        let (next, stats) = opt.step(student, grads, lr);
         student = next;
         if !stats.grad_norm.is_finite() {
             return Err(Error::Invalid(format!(
@@ -311,11 +235,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         last = Some(m);
         if step % cfg.save_every == 0 || step == cfg.steps || !go_on {
             let dir = save_checkpoint(cfg, step, &student, &teacher.dir, &opt, pos)?;
-            let all: Vec<StepMetrics> = lines
-                .iter()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            super::plot::write_loss_page(&cfg.out, &all)?;
+            write_loss_page(&cfg.out, &lines)?;
             observer.on_checkpoint(&dir);
         }
         if !go_on {
@@ -338,6 +258,146 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         interrupted,
         student,
     })
+}
+
+/// The student a fresh run starts from: `cfg.student`'s weights, else built from the teacher.
+fn initial_student(
+    cfg: &RunConfig,
+    teacher: &Qwen2ForCausalLM,
+    device: &Device,
+) -> Result<ArwkvForCausalLM> {
+    match &cfg.student {
+        Some(path) => Ok(PretrainedArwkv::load_weights_only(path, device)?.model),
+        None => ArwkvForCausalLM::from_teacher(teacher, &cfg.student_options),
+    }
+}
+
+/// Rewrites the run's loss page from its metric lines.
+fn write_loss_page(out: &Path, lines: &[String]) -> Result<()> {
+    let all: Vec<StepMetrics> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    super::plot::write_loss_page(out, &all)
+}
+
+/// The stage's data: preference pairs for DPO, token rows otherwise; bad rows are reported once.
+fn load_source(
+    cfg: &RunConfig,
+    tokenizer: &crate::tokenizer::TextTokenizer,
+    template: Option<&crate::chat::ChatTemplate>,
+) -> Result<Source> {
+    let source = match cfg.stage {
+        Stage::Dpo => Source::Pairs(PreferenceData::load(
+            &cfg.data.files,
+            tokenizer,
+            template,
+            cfg.data.context,
+            cfg.data.batch_size,
+            cfg.seed,
+        )?),
+        _ => Source::Tokens(Dataset::load_for(
+            &cfg.data,
+            tokenizer,
+            template,
+            cfg.seed,
+            cfg.stage == Stage::Sft,
+        )?),
+    };
+    let bad = match &source {
+        Source::Tokens(d) => &d.bad_rows,
+        Source::Pairs(p) => &p.bad_rows,
+    };
+    if bad.count > 0 {
+        eprintln!(
+            "data: skipped {} bad row(s), e.g. {}",
+            bad.count,
+            bad.first.join("; ")
+        );
+    }
+    Ok(source)
+}
+
+/// The `metrics.jsonl` lines a run continues from: none for a fresh run (an old file is removed),
+/// those up to the checkpoint's `step` for a resumed one.
+fn metric_lines_up_to(path: &std::path::Path, resumed: bool, step: u64) -> Result<Vec<String>> {
+    if !resumed && path.exists() {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= step))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Sums over one step's micro-batches (divided by their number for the step's metrics).
+#[derive(Default)]
+struct StepSums {
+    loss: f64,
+    kl: f64,
+    tokens: usize,
+    accuracy: f64,
+    margin: f64,
+    per_layer: Vec<f64>,
+}
+
+/// One optimiser step's gradients: `cfg.grad_accum` micro-batches of the objective, each loss
+/// scaled by 1/grad_accum, backward, summed. A non-finite loss stops the run, naming the last
+/// checkpoint. (Where the next capabilities plug in: the forward precision is chosen inside
+/// `objective.micro_batch`, activation checkpointing wraps the student's layers there, and data
+/// parallelism all-reduces the returned gradients before the optimiser step.)
+fn accumulate_gradients(
+    cfg: &RunConfig,
+    objective: &dyn Objective,
+    student: &ArwkvForCausalLM,
+    pos: &mut DataPosition,
+    step: u64,
+    device: &Device,
+) -> Result<(GradientsParams, StepSums)> {
+    let mut grads: Option<GradientsParams> = None;
+    let mut sums = StepSums::default();
+    for _ in 0..cfg.grad_accum {
+        let (micro, next) = objective.micro_batch(student, *pos, device)?;
+        *pos = next;
+        sums.tokens += micro.tokens;
+        let MicroBatch {
+            loss,
+            per_layer,
+            kl,
+            preference,
+            ..
+        } = micro;
+        if let Some((accuracy, margin)) = preference {
+            sums.accuracy += accuracy;
+            sums.margin += margin;
+        }
+        let value = loss.clone().into_scalar::<f64>();
+        if !value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "{:?}: the loss became {value} at step {}; stopped. Last checkpoint: {}",
+                cfg.stage,
+                step + 1,
+                latest_checkpoint(&cfg.out).map_or("none".into(), |p| p.display().to_string())
+            )));
+        }
+        sums.loss += value;
+        sums.kl += kl.unwrap_or(0.0);
+        if sums.per_layer.is_empty() {
+            sums.per_layer = vec![0.0; per_layer.len()];
+        }
+        sums.per_layer
+            .iter_mut()
+            .zip(&per_layer)
+            .for_each(|(a, b)| *a += b);
+        let g = GradientsParams::from_grads((loss / cfg.grad_accum as f64).backward(), student);
+        grads = Some(match grads {
+            None => g,
+            Some(acc) => accumulate(acc, g, student),
+        });
+    }
+    Ok((grads.expect("grad_accum is at least 1 (validated)"), sums))
 }
 
 /// The objective of `cfg.stage` over the data loaded for it.

@@ -235,7 +235,6 @@ pub fn evaluate(
         let name = task.name.as_str();
         let mut items = 0;
         for (m, (label, model)) in models.iter().enumerate() {
-            let forward = |x: Tensor<2, Int>| model.forward(x);
             let mut tick = |done, total| {
                 progress(EvalProgress {
                     model: label,
@@ -244,112 +243,22 @@ pub fn evaluate(
                     total,
                 })
             };
-            match &task.items {
+            let reference = (m > 0).then(|| models[0].1);
+            let scored = match &task.items {
                 TaskItems::Perplexity(text) => {
-                    let ids = model.tokenizer()?.encode(text, false)?;
-                    let ppl = heldout::perplexity(
-                        &forward,
-                        &ids,
-                        options.context,
-                        options.batch,
-                        device,
-                        &mut tick,
-                    )?;
-                    items = ppl.tokens / (options.context - 1);
-                    push(name, "perplexity", label, ppl.perplexity);
-                    speed[m].push(ppl.tokens_per_s);
-                    if m > 0 {
-                        let reference = models[0].1;
-                        let teacher = |x: Tensor<2, Int>| reference.forward(x);
-                        let r = heldout::compare_on_heldout(
-                            &teacher,
-                            &forward,
-                            &ids,
-                            options.context,
-                            options.batch,
-                            options.top_k,
-                            device,
-                            |_, _| {},
-                        )?;
-                        push(name, "ppl_ratio_vs_first", label, r.perplexity_ratio);
-                        push(name, "kl_vs_first", label, r.mean_kl);
-                        push(name, "top1_agreement", label, r.top1_agreement);
-                        push(
-                            name,
-                            &format!("top{}_agreement", r.top_k),
-                            label,
-                            r.topk_agreement,
-                        );
-                    }
+                    score_perplexity(model, reference, text, options, device, &mut tick)?
                 }
-                TaskItems::Choice(list) => {
-                    let tokenizer = model.tokenizer()?;
-                    let mut requests = vec![];
-                    for item in list {
-                        for (context, continuation) in &item.options {
-                            requests.push(choice::encode_pair(tokenizer, context, continuation)?);
-                        }
-                    }
-                    let total = requests.len();
-                    let mut done = 0;
-                    let (flat, tps) = choice::loglikelihoods(
-                        &forward,
-                        &requests,
-                        options.batch,
-                        options.context,
-                        device,
-                        |n| {
-                            done += n;
-                            tick(done, total)
-                        },
-                    )?;
-                    let mut offset = 0;
-                    let logliks: Vec<Vec<f64>> = list
-                        .iter()
-                        .map(|item| {
-                            let n = item.options.len();
-                            offset += n;
-                            flat[offset - n..offset].to_vec()
-                        })
-                        .collect();
-                    let (acc, acc_norm) = choice::choice_accuracy(list, &logliks);
-                    items = list.len();
-                    push(name, "acc", label, acc);
-                    push(name, "acc_norm", label, acc_norm);
-                    speed[m].push(tps);
-                }
+                TaskItems::Choice(list) => score_choice(model, list, options, device, &mut tick)?,
                 TaskItems::Generate(list) => {
                     let format = task.format.unwrap_or(RowFormat::Generate);
-                    let tokenizer = model.tokenizer()?;
-                    let stop_ids = model.stop_ids();
-                    let (mut hits, mut tokens) = (0usize, 0usize);
-                    let t0 = std::time::Instant::now();
-                    for (i, item) in list.iter().enumerate() {
-                        let prompt = prompt_ids(model, &item.prompt, options.chat)?;
-                        let output = model.greedy_until(
-                            tokenizer,
-                            &prompt,
-                            options.max_new_tokens,
-                            &stop_ids,
-                            generative::stop_strings(format),
-                            device,
-                        )?;
-                        tokens += prompt.len() + tokenizer.encode(&output, false)?.len();
-                        let answer = generative::extract_answer(format, &output);
-                        hits +=
-                            usize::from(generative::is_exact_match(format, &answer, &item.target));
-                        tick(i + 1, list.len());
-                    }
-                    items = list.len();
-                    push(
-                        name,
-                        "exact_match",
-                        label,
-                        hits as f64 / items.max(1) as f64,
-                    );
-                    speed[m].push(tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+                    score_generate(model, list, format, options, device, &mut tick)?
                 }
+            };
+            items = scored.items;
+            for (metric, value) in scored.metrics {
+                push(name, &metric, label, value);
             }
+            speed[m].push(scored.tokens_per_s);
         }
         report.tasks.push(TaskInfo {
             name: name.to_string(),
@@ -364,4 +273,134 @@ pub fn evaluate(
         .map(|s| s.iter().sum::<f64>() / s.len().max(1) as f64)
         .collect();
     Ok(report)
+}
+
+/// What one model scored on one task.
+struct TaskScores {
+    /// Items scored (windows for perplexity).
+    items: usize,
+    /// Metric name and value.
+    metrics: Vec<(String, f64)>,
+    /// Throughput while scoring.
+    tokens_per_s: f64,
+}
+
+/// Perplexity over windows of `text`; against the first model (`reference`) also the ratio, KL and
+/// top-1 / top-k agreement.
+fn score_perplexity(
+    model: &Pretrained,
+    reference: Option<&Pretrained>,
+    text: &str,
+    options: &EvalOptions,
+    device: &Device,
+    tick: &mut dyn FnMut(usize, usize),
+) -> Result<TaskScores> {
+    let forward = |x: Tensor<2, Int>| model.forward(x);
+    let ids = model.tokenizer()?.encode(text, false)?;
+    let ppl = heldout::perplexity(&forward, &ids, options.context, options.batch, device, tick)?;
+    let mut metrics = vec![("perplexity".to_string(), ppl.perplexity)];
+    if let Some(reference) = reference {
+        let teacher = |x: Tensor<2, Int>| reference.forward(x);
+        let r = heldout::compare_on_heldout(
+            &teacher,
+            &forward,
+            &ids,
+            options.context,
+            options.batch,
+            options.top_k,
+            device,
+            |_, _| {},
+        )?;
+        metrics.push(("ppl_ratio_vs_first".into(), r.perplexity_ratio));
+        metrics.push(("kl_vs_first".into(), r.mean_kl));
+        metrics.push(("top1_agreement".into(), r.top1_agreement));
+        metrics.push((format!("top{}_agreement", r.top_k), r.topk_agreement));
+    }
+    Ok(TaskScores {
+        items: ppl.tokens / (options.context - 1),
+        metrics,
+        tokens_per_s: ppl.tokens_per_s,
+    })
+}
+
+/// Multiple choice: the option with the highest log-likelihood (`acc`), per byte (`acc_norm`).
+fn score_choice(
+    model: &Pretrained,
+    list: &[task::ChoiceItem],
+    options: &EvalOptions,
+    device: &Device,
+    tick: &mut dyn FnMut(usize, usize),
+) -> Result<TaskScores> {
+    let forward = |x: Tensor<2, Int>| model.forward(x);
+    let tokenizer = model.tokenizer()?;
+    let mut requests = vec![];
+    for item in list {
+        for (context, continuation) in &item.options {
+            requests.push(choice::encode_pair(tokenizer, context, continuation)?);
+        }
+    }
+    let total = requests.len();
+    let mut done = 0;
+    let (flat, tps) = choice::loglikelihoods(
+        &forward,
+        &requests,
+        options.batch,
+        options.context,
+        device,
+        |n| {
+            done += n;
+            tick(done, total)
+        },
+    )?;
+    let mut offset = 0;
+    let logliks: Vec<Vec<f64>> = list
+        .iter()
+        .map(|item| {
+            let n = item.options.len();
+            offset += n;
+            flat[offset - n..offset].to_vec()
+        })
+        .collect();
+    let (acc, acc_norm) = choice::choice_accuracy(list, &logliks);
+    Ok(TaskScores {
+        items: list.len(),
+        metrics: vec![("acc".into(), acc), ("acc_norm".into(), acc_norm)],
+        tokens_per_s: tps,
+    })
+}
+
+/// Generative exact match: greedy decoding to the format's stop strings, the answer extracted and
+/// compared with the target.
+fn score_generate(
+    model: &Pretrained,
+    list: &[task::GenerateItem],
+    format: RowFormat,
+    options: &EvalOptions,
+    device: &Device,
+    tick: &mut dyn FnMut(usize, usize),
+) -> Result<TaskScores> {
+    let tokenizer = model.tokenizer()?;
+    let stop_ids = model.stop_ids();
+    let (mut hits, mut tokens) = (0usize, 0usize);
+    let t0 = std::time::Instant::now();
+    for (i, item) in list.iter().enumerate() {
+        let prompt = prompt_ids(model, &item.prompt, options.chat)?;
+        let output = model.greedy_until(
+            tokenizer,
+            &prompt,
+            options.max_new_tokens,
+            &stop_ids,
+            generative::stop_strings(format),
+            device,
+        )?;
+        tokens += prompt.len() + tokenizer.encode(&output, false)?.len();
+        let answer = generative::extract_answer(format, &output);
+        hits += usize::from(generative::is_exact_match(format, &answer, &item.target));
+        tick(i + 1, list.len());
+    }
+    Ok(TaskScores {
+        items: list.len(),
+        metrics: vec![("exact_match".into(), hits as f64 / list.len().max(1) as f64)],
+        tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+    })
 }

@@ -178,127 +178,25 @@ fn parse_row(row: &Value) -> std::result::Result<Row, String> {
         return Err("a row must be a JSON object".into());
     }
     let question = str_field(row, &["question"]);
-    // WinoGrande: fill the blank with each option, score the rest of the sentence.
     if let (Some(sentence), Some(o1), Some(o2)) = (
         str_field(row, &["sentence"]),
         str_field(row, &["option1"]),
         str_field(row, &["option2"]),
     ) {
-        let blank = sentence.find('_').ok_or("`sentence` has no `_` blank")?;
-        let rest = format!(" {}", sentence[blank + 1..].trim());
-        let options: Vec<(String, String)> = [o1, o2]
-            .iter()
-            .map(|o| (format!("{}{o}", &sentence[..blank]), rest.clone()))
-            .collect();
-        let gold =
-            answer_index(row.get("answer").unwrap_or(&Value::Null), &[], 2).and_then(|i| {
-                // WinoGrande numbers its options from 1.
-                i.checked_sub(1)
-                    .ok_or("answer must be \"1\" or \"2\"".to_string())
-            })?;
-        let demo = format!("{}{}", options[gold].0, options[gold].1);
-        return Ok(Row {
-            format: RowFormat::Winogrande,
-            kind: RowKind::Choice { options, gold },
-            demo,
-            description: String::new(),
-        });
+        return winogrande_row(row, sentence, [o1, o2]);
     }
     if let Some(choices) = row.get("choices").or_else(|| row.get("endings")) {
-        // ARC: choices {text, label}, answerKey.
         if let (Some(q), Some(obj)) = (question, choices.as_object()) {
-            let text = string_list(obj.get("text").unwrap_or(&Value::Null), "choices.text")?;
-            let labels = string_list(obj.get("label").unwrap_or(&Value::Null), "choices.label")?;
-            let gold = answer_index(
-                row.get("answerKey").ok_or("missing `answerKey`")?,
-                &labels,
-                text.len(),
-            )?;
-            let context = format!("Question: {q}\nAnswer:");
-            let options = text
-                .iter()
-                .map(|t| (context.clone(), format!(" {t}")))
-                .collect();
-            return Ok(Row {
-                format: RowFormat::Arc,
-                demo: format!("{context} {}", text[gold]),
-                kind: RowKind::Choice { options, gold },
-                description: String::new(),
-            });
+            return arc_row(row, q, obj);
         }
         let list = string_list(choices, "choices")?;
-        // MMLU: lettered options after the question.
-        if let Some(q) = question {
-            if list.len() > LETTERS.len() {
-                return Err(format!("at most {} options", LETTERS.len()));
-            }
-            let labels: Vec<String> = LETTERS[..list.len()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            let gold = answer_index(
-                row.get("answer").ok_or("missing `answer`")?,
-                &labels,
-                list.len(),
-            )?;
-            let mut context = q.trim().to_string();
-            for (l, c) in labels.iter().zip(&list) {
-                context.push_str(&format!("\n{l}. {c}"));
-            }
-            context.push_str("\nAnswer:");
-            let options = labels
-                .iter()
-                .map(|l| (context.clone(), format!(" {l}")))
-                .collect();
-            let description = str_field(row, &["subject"])
-                .map(|s| {
-                    format!(
-                        "The following are multiple choice questions (with answers) about {}.\n\n",
-                        s.replace('_', " ")
-                    )
-                })
-                .unwrap_or_default();
-            return Ok(Row {
-                format: RowFormat::Mmlu,
-                demo: format!("{context} {}", labels[gold]),
-                kind: RowKind::Choice { options, gold },
-                description,
-            });
-        }
-        // Generic multiple choice.
-        let context = str_field(row, &["query", "prompt", "context", "ctx"])
-            .ok_or("multiple choice needs `query`, `prompt` or `context`")?
-            .to_string();
-        let answer = ["gold", "label", "answer"]
-            .iter()
-            .find_map(|k| row.get(*k))
-            .ok_or("missing `gold` / `label` / `answer`")?;
-        let gold = answer_index(answer, &[], list.len())?;
-        let spaced = |c: &String| {
-            if c.starts_with(char::is_whitespace) {
-                c.clone()
-            } else {
-                format!(" {c}")
-            }
+        return match question {
+            Some(q) => mmlu_row(row, q, &list),
+            None => generic_choice_row(row, &list),
         };
-        let options = list.iter().map(|c| (context.clone(), spaced(c))).collect();
-        return Ok(Row {
-            format: RowFormat::Choice,
-            demo: format!("{context}{}", spaced(&list[gold])),
-            kind: RowKind::Choice { options, gold },
-            description: String::new(),
-        });
     }
-    // GSM8K: question + worked answer ending in "#### N".
     if let (Some(q), Some(answer)) = (question, str_field(row, &["answer"])) {
-        let target = gsm8k_target(answer).ok_or("`answer` has no `#### N` line")?;
-        let prompt = format!("Question: {q}\nAnswer:");
-        return Ok(Row {
-            format: RowFormat::Gsm8k,
-            demo: format!("{prompt} {answer}"),
-            kind: RowKind::Generate { prompt, target },
-            description: String::new(),
-        });
+        return gsm8k_row(q, answer);
     }
     if let (Some(prompt), Some(target)) = (
         str_field(row, &["prompt", "input"]),
@@ -315,6 +213,135 @@ fn parse_row(row: &Value) -> std::result::Result<Row, String> {
         });
     }
     Err("unknown row shape (see `arwkv eval --help` for the formats)".into())
+}
+
+/// WinoGrande: fill the blank with each option, score the rest of the sentence.
+fn winogrande_row(
+    row: &Value,
+    sentence: &str,
+    [o1, o2]: [&str; 2],
+) -> std::result::Result<Row, String> {
+    let blank = sentence.find('_').ok_or("`sentence` has no `_` blank")?;
+    let rest = format!(" {}", sentence[blank + 1..].trim());
+    let options: Vec<(String, String)> = [o1, o2]
+        .iter()
+        .map(|o| (format!("{}{o}", &sentence[..blank]), rest.clone()))
+        .collect();
+    let gold = answer_index(row.get("answer").unwrap_or(&Value::Null), &[], 2).and_then(|i| {
+        // WinoGrande numbers its options from 1.
+        i.checked_sub(1)
+            .ok_or("answer must be \"1\" or \"2\"".to_string())
+    })?;
+    let demo = format!("{}{}", options[gold].0, options[gold].1);
+    Ok(Row {
+        format: RowFormat::Winogrande,
+        kind: RowKind::Choice { options, gold },
+        demo,
+        description: String::new(),
+    })
+}
+
+/// ARC: choices `{text, label}`, `answerKey`.
+fn arc_row(
+    row: &Value,
+    q: &str,
+    obj: &serde_json::Map<String, Value>,
+) -> std::result::Result<Row, String> {
+    let text = string_list(obj.get("text").unwrap_or(&Value::Null), "choices.text")?;
+    let labels = string_list(obj.get("label").unwrap_or(&Value::Null), "choices.label")?;
+    let gold = answer_index(
+        row.get("answerKey").ok_or("missing `answerKey`")?,
+        &labels,
+        text.len(),
+    )?;
+    let context = format!("Question: {q}\nAnswer:");
+    let options = text
+        .iter()
+        .map(|t| (context.clone(), format!(" {t}")))
+        .collect();
+    Ok(Row {
+        format: RowFormat::Arc,
+        demo: format!("{context} {}", text[gold]),
+        kind: RowKind::Choice { options, gold },
+        description: String::new(),
+    })
+}
+
+/// MMLU: lettered options after the question, the subject as a description.
+fn mmlu_row(row: &Value, q: &str, list: &[String]) -> std::result::Result<Row, String> {
+    if list.len() > LETTERS.len() {
+        return Err(format!("at most {} options", LETTERS.len()));
+    }
+    let labels: Vec<String> = LETTERS[..list.len()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let gold = answer_index(
+        row.get("answer").ok_or("missing `answer`")?,
+        &labels,
+        list.len(),
+    )?;
+    let mut context = q.trim().to_string();
+    for (l, c) in labels.iter().zip(list) {
+        context.push_str(&format!("\n{l}. {c}"));
+    }
+    context.push_str("\nAnswer:");
+    let options = labels
+        .iter()
+        .map(|l| (context.clone(), format!(" {l}")))
+        .collect();
+    let description = str_field(row, &["subject"])
+        .map(|s| {
+            format!(
+                "The following are multiple choice questions (with answers) about {}.\n\n",
+                s.replace('_', " ")
+            )
+        })
+        .unwrap_or_default();
+    Ok(Row {
+        format: RowFormat::Mmlu,
+        demo: format!("{context} {}", labels[gold]),
+        kind: RowKind::Choice { options, gold },
+        description,
+    })
+}
+
+/// Generic multiple choice: a context, options, and the gold option's index.
+fn generic_choice_row(row: &Value, list: &[String]) -> std::result::Result<Row, String> {
+    let context = str_field(row, &["query", "prompt", "context", "ctx"])
+        .ok_or("multiple choice needs `query`, `prompt` or `context`")?
+        .to_string();
+    let answer = ["gold", "label", "answer"]
+        .iter()
+        .find_map(|k| row.get(*k))
+        .ok_or("missing `gold` / `label` / `answer`")?;
+    let gold = answer_index(answer, &[], list.len())?;
+    let spaced = |c: &String| {
+        if c.starts_with(char::is_whitespace) {
+            c.clone()
+        } else {
+            format!(" {c}")
+        }
+    };
+    let options = list.iter().map(|c| (context.clone(), spaced(c))).collect();
+    Ok(Row {
+        format: RowFormat::Choice,
+        demo: format!("{context}{}", spaced(&list[gold])),
+        kind: RowKind::Choice { options, gold },
+        description: String::new(),
+    })
+}
+
+/// GSM8K: question + worked answer ending in "#### N".
+fn gsm8k_row(q: &str, answer: &str) -> std::result::Result<Row, String> {
+    let target = gsm8k_target(answer).ok_or("`answer` has no `#### N` line")?;
+    let prompt = format!("Question: {q}\nAnswer:");
+    Ok(Row {
+        format: RowFormat::Gsm8k,
+        demo: format!("{prompt} {answer}"),
+        kind: RowKind::Generate { prompt, target },
+        description: String::new(),
+    })
 }
 
 /// Reads the valid rows of a JSONL file, counting the bad ones with their line numbers.

@@ -149,6 +149,77 @@ impl Qwen2Mlp {
 }
 
 impl Qwen2DecoderLayer {
+    /// Loads decoder layer `p` (`model.layers.{i}`): its two norms, attention and MLP.
+    fn load(ck: &Checkpoint, p: &str, config: &Qwen2Config, device: &Device) -> Result<Self> {
+        let c = config.hidden_size;
+        let (h, kvh, d, inter) = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+            config.intermediate_size,
+        );
+        let eps = config.rms_norm_eps;
+        Ok(Qwen2DecoderLayer {
+            input_layernorm: RmsNorm::load(ck, &format!("{p}.input_layernorm"), c, eps, device)?,
+            self_attn: Qwen2Attention {
+                q_proj: Linear::load(ck, &format!("{p}.self_attn.q_proj"), c, h * d, true, device)?,
+                k_proj: Linear::load(
+                    ck,
+                    &format!("{p}.self_attn.k_proj"),
+                    c,
+                    kvh * d,
+                    true,
+                    device,
+                )?,
+                v_proj: Linear::load(
+                    ck,
+                    &format!("{p}.self_attn.v_proj"),
+                    c,
+                    kvh * d,
+                    true,
+                    device,
+                )?,
+                o_proj: Linear::load(
+                    ck,
+                    &format!("{p}.self_attn.o_proj"),
+                    h * d,
+                    c,
+                    false,
+                    device,
+                )?,
+                num_heads: h,
+                num_kv_heads: kvh,
+                head_dim: d,
+            },
+            post_attention_layernorm: RmsNorm::load(
+                ck,
+                &format!("{p}.post_attention_layernorm"),
+                c,
+                eps,
+                device,
+            )?,
+            mlp: Qwen2Mlp {
+                gate_proj: Linear::load(
+                    ck,
+                    &format!("{p}.mlp.gate_proj"),
+                    c,
+                    inter,
+                    false,
+                    device,
+                )?,
+                up_proj: Linear::load(ck, &format!("{p}.mlp.up_proj"), c, inter, false, device)?,
+                down_proj: Linear::load(
+                    ck,
+                    &format!("{p}.mlp.down_proj"),
+                    inter,
+                    c,
+                    false,
+                    device,
+                )?,
+            },
+        })
+    }
+
     /// x + attn(norm(x)), then + mlp(norm(·)).
     pub fn forward(
         &self,
@@ -169,14 +240,7 @@ impl Qwen2ForCausalLM {
     /// Loads every tensor of a checkpoint into a model of this config; fails on missing,
     /// misshapen or unexpected tensors.
     pub fn load(config: Qwen2Config, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let c = config.hidden_size;
-        let (h, kvh, d, inter) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.head_dim,
-            config.intermediate_size,
-        );
-        let eps = config.rms_norm_eps;
+        let (c, d, eps) = (config.hidden_size, config.head_dim, config.rms_norm_eps);
         let embed = Embedding {
             weight: Param::from_tensor(ck.load(
                 "model.embed_tokens.weight",
@@ -185,89 +249,9 @@ impl Qwen2ForCausalLM {
             )?),
         };
         ck.check_layer_count(config.num_hidden_layers)?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(Qwen2DecoderLayer {
-                input_layernorm: RmsNorm::load(
-                    ck,
-                    &format!("{p}.input_layernorm"),
-                    c,
-                    eps,
-                    device,
-                )?,
-                self_attn: Qwen2Attention {
-                    q_proj: Linear::load(
-                        ck,
-                        &format!("{p}.self_attn.q_proj"),
-                        c,
-                        h * d,
-                        true,
-                        device,
-                    )?,
-                    k_proj: Linear::load(
-                        ck,
-                        &format!("{p}.self_attn.k_proj"),
-                        c,
-                        kvh * d,
-                        true,
-                        device,
-                    )?,
-                    v_proj: Linear::load(
-                        ck,
-                        &format!("{p}.self_attn.v_proj"),
-                        c,
-                        kvh * d,
-                        true,
-                        device,
-                    )?,
-                    o_proj: Linear::load(
-                        ck,
-                        &format!("{p}.self_attn.o_proj"),
-                        h * d,
-                        c,
-                        false,
-                        device,
-                    )?,
-                    num_heads: h,
-                    num_kv_heads: kvh,
-                    head_dim: d,
-                },
-                post_attention_layernorm: RmsNorm::load(
-                    ck,
-                    &format!("{p}.post_attention_layernorm"),
-                    c,
-                    eps,
-                    device,
-                )?,
-                mlp: Qwen2Mlp {
-                    gate_proj: Linear::load(
-                        ck,
-                        &format!("{p}.mlp.gate_proj"),
-                        c,
-                        inter,
-                        false,
-                        device,
-                    )?,
-                    up_proj: Linear::load(
-                        ck,
-                        &format!("{p}.mlp.up_proj"),
-                        c,
-                        inter,
-                        false,
-                        device,
-                    )?,
-                    down_proj: Linear::load(
-                        ck,
-                        &format!("{p}.mlp.down_proj"),
-                        inter,
-                        c,
-                        false,
-                        device,
-                    )?,
-                },
-            });
-        }
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Qwen2DecoderLayer::load(ck, &format!("model.layers.{i}"), &config, device))
+            .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(ck, "model.norm", c, eps, device)?;
         let lm_head = if config.tie_word_embeddings {
             None

@@ -8,29 +8,32 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use jupyter_protocol::messaging::{
-    CodeMirrorMode, CommInfoReply, CompleteReply, ErrorOutput, ExecuteInput, ExecuteReply,
-    ExecuteResult, ExecutionState, HistoryEntry, HistoryReply, HistoryRequest, InputRequest,
-    InspectReply, InterruptReply, IoPubWelcome, IsCompleteReply, IsCompleteReplyStatus,
-    KernelInfoReply, LanguageInfo, ReplyError, ReplyStatus, ShutdownReply, Status,
+    CommInfoReply, CompleteReply, ErrorOutput, ExecuteInput, ExecuteReply, ExecuteResult,
+    ExecutionState, HistoryEntry, HistoryReply, HistoryRequest, InputRequest, InspectReply,
+    InterruptReply, IoPubWelcome, IsCompleteReply, IsCompleteReplyStatus, ReplyError, ReplyStatus,
+    ShutdownReply, Status,
 };
 use jupyter_protocol::{
     ConnectionInfo, ExecutionCount, JupyterMessage, JupyterMessageContent, Media,
 };
 use jupyter_zmq_client::connection::{
-    SubscriptionEvent, create_kernel_control_connection, create_kernel_heartbeat_connection,
+    KernelControlConnection, KernelHeartbeatConnection, KernelIoPubXPubConnection,
+    KernelShellConnection, KernelStdinConnection, SubscriptionEvent,
+    create_kernel_control_connection, create_kernel_heartbeat_connection,
     create_kernel_iopub_xpub_connection, create_kernel_shell_connection,
     create_kernel_stdin_connection,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
-use crate::cargo_progress;
-use crate::cell_error::CellError;
-use crate::completeness::{Completeness, completeness};
-use crate::engine::{self, EngineConfig, EngineRequest, InputBridge};
-use crate::history::{History, SESSION};
-use crate::router::{self, IopubEvent};
-use crate::wire::{ReadError, malformed_reply, read_request};
+use crate::identity::kernel_info;
+use crate::jupyter::completeness::{Completeness, completeness};
+use crate::jupyter::history::{History, SESSION};
+use crate::jupyter::wire::{ReadError, malformed_reply, read_request};
+use crate::session::cargo_progress;
+use crate::session::cell_error::CellError;
+use crate::session::engine::{EngineConfig, EngineRequest, InputBridge};
+use crate::session::router::IopubEvent;
 
 /// How long a cell may ignore an interrupt before its process is killed.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
@@ -51,46 +54,6 @@ pub fn read_connection_file(path: &std::path::Path) -> Result<ConnectionInfo> {
     Ok(info)
 }
 
-fn kernel_info() -> KernelInfoReply {
-    KernelInfoReply {
-        status: ReplyStatus::Ok,
-        protocol_version: "5.3".into(),
-        implementation: "arwkv-kernel".into(),
-        implementation_version: env!("CARGO_PKG_VERSION").into(),
-        language_info: LanguageInfo {
-            name: "rust".into(),
-            version: rustc_version(),
-            mimetype: Some("text/rust".into()),
-            file_extension: Some(".rs".into()),
-            pygments_lexer: Some("rust".into()),
-            codemirror_mode: Some(CodeMirrorMode::Simple("rust".into())),
-            nbconvert_exporter: None,
-        },
-        banner: format!(
-            "ARWKV Lab kernel {} — Rust via evcxr 0.22, `arwkv` preloaded",
-            env!("CARGO_PKG_VERSION")
-        ),
-        help_links: vec![],
-        debugger: false,
-        error: None,
-    }
-}
-
-/// `language_info` as a notebook's metadata holds it.
-pub fn language_info_json() -> serde_json::Value {
-    serde_json::to_value(kernel_info().language_info).unwrap_or_default()
-}
-
-fn rustc_version() -> String {
-    std::process::Command::new("rustc")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// What the shell remembers between requests.
 struct Shell {
     engine: crossbeam_channel::Sender<EngineRequest>,
@@ -102,8 +65,8 @@ struct Shell {
     running: Arc<Mutex<Option<u64>>>,
     cell_serial: u64,
     /// Whether the prelude still loads (a cell that waits for it is told why, with cargo's progress).
-    prelude: Arc<crate::engine::PreludeStatus>,
-    router: crossbeam_channel::Sender<crate::router::RouterCommand>,
+    prelude: Arc<crate::session::engine::PreludeStatus>,
+    router: crossbeam_channel::Sender<crate::session::router::RouterCommand>,
 }
 
 impl Shell {
@@ -278,10 +241,10 @@ impl Shell {
             let parent = Box::new(request.clone());
             let _ = self
                 .router
-                .send(crate::router::RouterCommand::Begin(parent));
+                .send(crate::session::router::RouterCommand::Begin(parent));
             let _ = self
                 .router
-                .send(crate::router::RouterCommand::Stderr(notice));
+                .send(crate::session::router::RouterCommand::Stderr(notice));
         }
         self.cell_serial += 1;
         *self.running.lock().expect("running") = Some(self.cell_serial);
@@ -378,175 +341,47 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
     let info = read_connection_file(&connection_file)?;
     let session = uuid::Uuid::new_v4().to_string();
     let bind = |what: &str| format!("binding the {what} socket of {}", connection_file.display());
-    let mut iopub = create_kernel_iopub_xpub_connection(&info, &session)
+    let iopub = create_kernel_iopub_xpub_connection(&info, &session)
         .await
         .with_context(|| bind("iopub"))?;
     let shell = create_kernel_shell_connection(&info, &session)
         .await
         .with_context(|| bind("shell"))?;
-    let mut control = create_kernel_control_connection(&info, &session)
+    let control = create_kernel_control_connection(&info, &session)
         .await
         .with_context(|| bind("control"))?;
-    let mut stdin = create_kernel_stdin_connection(&info, &session)
+    let stdin = create_kernel_stdin_connection(&info, &session)
         .await
         .with_context(|| bind("stdin"))?;
-    let mut heartbeat = create_kernel_heartbeat_connection(&info)
+    let heartbeat = create_kernel_heartbeat_connection(&info)
         .await
         .with_context(|| bind("heartbeat"))?;
 
-    let (iopub_tx, mut iopub_rx): (UnboundedSender<IopubEvent>, UnboundedReceiver<IopubEvent>) =
-        unbounded_channel();
-    let (router_tx, router_rx) = crossbeam_channel::unbounded();
-    {
-        let out = iopub_tx.clone();
-        std::thread::Builder::new()
-            .name("output-router".into())
-            .spawn(move || router::run(router_rx, out))?;
-    }
-    if let Err(e) = cargo_progress::tee_stderr(router_tx.clone()) {
-        eprintln!("arwkv-kernel: cargo progress stays in the server log: {e}");
-    }
     let (stdin_tx, stdin_rx) = crossbeam_channel::unbounded::<InputBridge>();
     let interrupt_file = config.interrupt_file.clone();
-    let handles = engine::start(config, router_tx.clone(), stdin_tx)?;
-
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = heartbeat.single_heartbeat().await {
-                eprintln!("arwkv-kernel: heartbeat: {e}");
-            }
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                event = iopub_rx.recv() => {
-                    let Some(event) = event else { break };
-                    let message = match &event.parent {
-                        Some(parent) => JupyterMessage::new(event.content, Some(parent)).with_zmq_identities(vec![]),
-                        None => JupyterMessage::new(event.content, None),
-                    };
-                    if let Err(e) = iopub.send(message).await {
-                        eprintln!("arwkv-kernel: iopub send: {e}");
-                    }
-                }
-                sub = iopub.recv_subscription() => {
-                    if let Ok(SubscriptionEvent::Subscribe(topic)) = sub {
-                        let welcome = JupyterMessage::new(IoPubWelcome { subscription: topic }, None);
-                        let _ = iopub.send(welcome).await;
-                    }
-                }
-            }
-        }
-    });
-    // stdin: prompts from the engine thread, answered by the front end.
-    tokio::spawn(async move {
-        while let Ok(bridge) = tokio::task::block_in_place(|| stdin_rx.recv()) {
-            let request = JupyterMessage::new(
-                InputRequest {
-                    prompt: bridge.prompt,
-                    password: bridge.password,
-                },
-                Some(&bridge.parent),
-            );
-            let answer = match stdin.send(request).await {
-                Ok(()) => match stdin.read().await {
-                    Ok(reply) => match reply.content {
-                        JupyterMessageContent::InputReply(r) => r.value,
-                        _ => String::new(),
-                    },
-                    Err(e) => {
-                        eprintln!("arwkv-kernel: stdin: {e}");
-                        String::new()
-                    }
-                },
-                Err(_) => String::new(),
-            };
-            let _ = bridge.answer.send(answer);
-        }
-    });
-
+    let session = crate::session::start(config, stdin_tx)?;
+    if let Err(e) = cargo_progress::tee_stderr(session.router.clone()) {
+        eprintln!("arwkv-kernel: cargo progress stays in the server log: {e}");
+    }
+    let (handles, router_tx, iopub_tx, iopub_rx) = (
+        session.engine,
+        session.router,
+        session.publish,
+        session.published,
+    );
+    tokio::spawn(heartbeat_loop(heartbeat));
+    tokio::spawn(iopub_loop(iopub, iopub_rx));
+    tokio::spawn(stdin_loop(stdin, stdin_rx));
     let running = Arc::new(Mutex::new(None::<u64>));
     let (shutdown_tx, mut shutdown_rx) = unbounded_channel::<()>();
-    // control: interrupt (cooperative, then kill), shutdown, kernel_info.
-    {
-        let running = running.clone();
-        let child = handles.child.clone();
-        let iopub = iopub_tx.clone();
-        let shutdown = shutdown_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = match read_request(&mut control).await {
-                    Ok(m) => m,
-                    Err(ReadError::Dropped(e)) => {
-                        eprintln!("arwkv-kernel: dropped a control message: {e}");
-                        continue;
-                    }
-                    Err(ReadError::Malformed { request, reason }) => {
-                        eprintln!("arwkv-kernel: {reason}");
-                        let reply = malformed_reply(&request, &reason);
-                        let _ = control
-                            .send(JupyterMessage::new(reply, Some(&*request)))
-                            .await;
-                        continue;
-                    }
-                };
-                let reply = match &request.content {
-                    JupyterMessageContent::InterruptRequest(_) => {
-                        let cell = *running.lock().expect("running");
-                        if let Some(cell) = cell {
-                            let _ = std::fs::write(&interrupt_file, b"interrupt");
-                            let running = running.clone();
-                            let child = child.clone();
-                            let iopub = iopub.clone();
-                            let parent = Box::new(request.clone());
-                            tokio::spawn(async move {
-                                tokio::time::sleep(INTERRUPT_GRACE).await;
-                                if *running.lock().expect("running") == Some(cell) {
-                                    if let Some(c) = child.lock().expect("child").as_ref() {
-                                        let _ = c.lock().expect("process").kill();
-                                    }
-                                    let _ = iopub.send(IopubEvent {
-                                        content: JupyterMessageContent::StreamContent(
-                                            jupyter_protocol::StreamContent {
-                                                name: jupyter_protocol::messaging::Stdio::Stderr,
-                                                text: format!(
-                                                    "arwkv-kernel: the cell ignored the interrupt for {} s; its process was killed (variables are lost).\n",
-                                                    INTERRUPT_GRACE.as_secs()
-                                                ),
-                                            },
-                                        ),
-                                        parent: Some(parent),
-                                    });
-                                }
-                            });
-                        }
-                        JupyterMessageContent::InterruptReply(InterruptReply::default())
-                    }
-                    JupyterMessageContent::ShutdownRequest(req) => {
-                        let _ = shutdown.send(());
-                        JupyterMessageContent::ShutdownReply(ShutdownReply {
-                            restart: req.restart,
-                            status: ReplyStatus::Ok,
-                            error: None,
-                        })
-                    }
-                    JupyterMessageContent::KernelInfoRequest(_) => {
-                        JupyterMessageContent::KernelInfoReply(Box::new(kernel_info()))
-                    }
-                    other => {
-                        eprintln!("arwkv-kernel: ignoring {} on control", other.message_type());
-                        continue;
-                    }
-                };
-                let _ = control
-                    .send(JupyterMessage::new(reply, Some(&request)))
-                    .await;
-            }
-        });
-    }
-
-    let mut shell_state = Shell {
+    let interrupts = Interrupts {
+        running: running.clone(),
+        child: handles.child.clone(),
+        iopub: iopub_tx.clone(),
+        interrupt_file,
+    };
+    tokio::spawn(control_loop(control, interrupts, shutdown_tx));
+    let shell_state = Shell {
         engine: handles.requests.clone(),
         iopub: iopub_tx.clone(),
         history: History::default(),
@@ -557,42 +392,8 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
         prelude: handles.prelude.clone(),
         router: router_tx.clone(),
     };
-    let (mut shell_send, mut shell_recv) = shell.split();
-    let shell_task = async {
-        loop {
-            let request = match read_request(&mut shell_recv).await {
-                Ok(m) => m,
-                Err(ReadError::Dropped(e)) => {
-                    eprintln!("arwkv-kernel: dropped a shell message: {e}");
-                    continue;
-                }
-                Err(ReadError::Malformed { request, reason }) => {
-                    eprintln!("arwkv-kernel: {reason}");
-                    shell_state.status(ExecutionState::Busy, &request);
-                    let reply = malformed_reply(&request, &reason);
-                    let _ = shell_send
-                        .send(JupyterMessage::new(reply, Some(&*request)))
-                        .await;
-                    shell_state.status(ExecutionState::Idle, &request);
-                    continue;
-                }
-            };
-            shell_state.status(ExecutionState::Busy, &request);
-            let reply = shell_state.handle(&request).await;
-            let shutdown = matches!(reply, Some(JupyterMessageContent::ShutdownReply(_)));
-            if let Some(reply) = reply {
-                let _ = shell_send
-                    .send(JupyterMessage::new(reply, Some(&request)))
-                    .await;
-            }
-            shell_state.status(ExecutionState::Idle, &request);
-            if shutdown {
-                break;
-            }
-        }
-    };
     tokio::select! {
-        _ = shell_task => {}
+        _ = shell_loop(shell, shell_state) => {}
         _ = shutdown_rx.recv() => {}
     }
     // Let iopub flush, stop the evaluation process, leave.
@@ -602,4 +403,196 @@ pub async fn serve(connection_file: PathBuf, config: EngineConfig) -> Result<()>
     }
     let _ = std::fs::remove_file(connection_file.with_extension("interrupt"));
     Ok(())
+}
+
+/// Heartbeat: echoes every ping until the kernel exits.
+async fn heartbeat_loop(mut heartbeat: KernelHeartbeatConnection) {
+    loop {
+        if let Err(e) = heartbeat.single_heartbeat().await {
+            eprintln!("arwkv-kernel: heartbeat: {e}");
+        }
+    }
+}
+
+/// iopub: publishes the router's events and welcomes each new subscriber (`iopub_welcome`).
+async fn iopub_loop(
+    mut iopub: KernelIoPubXPubConnection,
+    mut events: UnboundedReceiver<IopubEvent>,
+) {
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let message = match &event.parent {
+                    Some(parent) => JupyterMessage::new(event.content, Some(parent)).with_zmq_identities(vec![]),
+                    None => JupyterMessage::new(event.content, None),
+                };
+                if let Err(e) = iopub.send(message).await {
+                    eprintln!("arwkv-kernel: iopub send: {e}");
+                }
+            }
+            sub = iopub.recv_subscription() => {
+                if let Ok(SubscriptionEvent::Subscribe(topic)) = sub {
+                    let welcome = JupyterMessage::new(IoPubWelcome { subscription: topic }, None);
+                    let _ = iopub.send(welcome).await;
+                }
+            }
+        }
+    }
+}
+
+/// stdin: the engine's prompts go to the front end; its `input_reply` (or "" when none comes) goes
+/// back to the waiting cell.
+async fn stdin_loop(
+    mut stdin: KernelStdinConnection,
+    prompts: crossbeam_channel::Receiver<InputBridge>,
+) {
+    while let Ok(bridge) = tokio::task::block_in_place(|| prompts.recv()) {
+        let request = JupyterMessage::new(
+            InputRequest {
+                prompt: bridge.prompt,
+                password: bridge.password,
+            },
+            Some(&bridge.parent),
+        );
+        let answer = match stdin.send(request).await {
+            Ok(()) => match stdin.read().await {
+                Ok(reply) => match reply.content {
+                    JupyterMessageContent::InputReply(r) => r.value,
+                    _ => String::new(),
+                },
+                Err(e) => {
+                    eprintln!("arwkv-kernel: stdin: {e}");
+                    String::new()
+                }
+            },
+            Err(_) => String::new(),
+        };
+        let _ = bridge.answer.send(answer);
+    }
+}
+
+/// What an interrupt needs: the running cell, the evaluation process, iopub for the notice.
+struct Interrupts {
+    /// Serial number of the cell that runs now.
+    running: Arc<Mutex<Option<u64>>>,
+    /// The evaluation process (killed when a cell ignores the interrupt).
+    child: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
+    iopub: UnboundedSender<IopubEvent>,
+    /// The file the running cell polls (cooperative interrupt).
+    interrupt_file: PathBuf,
+}
+
+impl Interrupts {
+    /// Asks the running cell to stop; kills its process if it still runs [`INTERRUPT_GRACE`] later.
+    fn interrupt(&self, request: &JupyterMessage) {
+        let Some(cell) = *self.running.lock().expect("running") else {
+            return;
+        };
+        let _ = std::fs::write(&self.interrupt_file, b"interrupt");
+        let running = self.running.clone();
+        let child = self.child.clone();
+        let iopub = self.iopub.clone();
+        let parent = Box::new(request.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(INTERRUPT_GRACE).await;
+            if *running.lock().expect("running") != Some(cell) {
+                return;
+            }
+            if let Some(c) = child.lock().expect("child").as_ref() {
+                let _ = c.lock().expect("process").kill();
+            }
+            let _ = iopub.send(IopubEvent {
+                content: JupyterMessageContent::StreamContent(jupyter_protocol::StreamContent {
+                    name: jupyter_protocol::messaging::Stdio::Stderr,
+                    text: format!(
+                        "arwkv-kernel: the cell ignored the interrupt for {} s; its process was killed (variables are lost).\n",
+                        INTERRUPT_GRACE.as_secs()
+                    ),
+                }),
+                parent: Some(parent),
+            });
+        });
+    }
+}
+
+/// control: interrupt (cooperative, then kill), shutdown, kernel_info.
+async fn control_loop(
+    mut control: KernelControlConnection,
+    interrupts: Interrupts,
+    shutdown: UnboundedSender<()>,
+) {
+    loop {
+        let request = match read_request(&mut control).await {
+            Ok(m) => m,
+            Err(ReadError::Dropped(e)) => {
+                eprintln!("arwkv-kernel: dropped a control message: {e}");
+                continue;
+            }
+            Err(ReadError::Malformed { request, reason }) => {
+                eprintln!("arwkv-kernel: {reason}");
+                let reply = malformed_reply(&request, &reason);
+                let _ = control
+                    .send(JupyterMessage::new(reply, Some(&*request)))
+                    .await;
+                continue;
+            }
+        };
+        let reply = match &request.content {
+            JupyterMessageContent::InterruptRequest(_) => {
+                interrupts.interrupt(&request);
+                JupyterMessageContent::InterruptReply(InterruptReply::default())
+            }
+            JupyterMessageContent::ShutdownRequest(req) => {
+                let _ = shutdown.send(());
+                JupyterMessageContent::ShutdownReply(ShutdownReply {
+                    restart: req.restart,
+                    status: ReplyStatus::Ok,
+                    error: None,
+                })
+            }
+            JupyterMessageContent::KernelInfoRequest(_) => {
+                JupyterMessageContent::KernelInfoReply(Box::new(kernel_info()))
+            }
+            other => {
+                eprintln!("arwkv-kernel: ignoring {} on control", other.message_type());
+                continue;
+            }
+        };
+        let _ = control
+            .send(JupyterMessage::new(reply, Some(&request)))
+            .await;
+    }
+}
+
+/// shell: one request at a time, each framed by busy/idle status; returns after a shutdown.
+async fn shell_loop(shell: KernelShellConnection, mut state: Shell) {
+    let (mut send, mut recv) = shell.split();
+    loop {
+        let request = match read_request(&mut recv).await {
+            Ok(m) => m,
+            Err(ReadError::Dropped(e)) => {
+                eprintln!("arwkv-kernel: dropped a shell message: {e}");
+                continue;
+            }
+            Err(ReadError::Malformed { request, reason }) => {
+                eprintln!("arwkv-kernel: {reason}");
+                state.status(ExecutionState::Busy, &request);
+                let reply = malformed_reply(&request, &reason);
+                let _ = send.send(JupyterMessage::new(reply, Some(&*request))).await;
+                state.status(ExecutionState::Idle, &request);
+                continue;
+            }
+        };
+        state.status(ExecutionState::Busy, &request);
+        let reply = state.handle(&request).await;
+        let shutdown = matches!(reply, Some(JupyterMessageContent::ShutdownReply(_)));
+        if let Some(reply) = reply {
+            let _ = send.send(JupyterMessage::new(reply, Some(&request))).await;
+        }
+        state.status(ExecutionState::Idle, &request);
+        if shutdown {
+            break;
+        }
+    }
 }

@@ -16,10 +16,7 @@ pub enum InstallTarget {
     Prefix(PathBuf),
 }
 
-/// The kernel's name in Jupyter.
-pub const KERNEL_NAME: &str = "arwkv";
-/// The name front ends show.
-pub const DISPLAY_NAME: &str = "Rust (ARWKV Lab)";
+pub use crate::identity::{DISPLAY_NAME, KERNEL_NAME};
 
 /// The kernels directory of `target`.
 pub fn kernels_dir(target: &InstallTarget) -> Result<PathBuf> {

@@ -97,8 +97,14 @@ fn write_shim(shim_home: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let staged = bin.join(format!(".cargo-{}", std::process::id()));
     let _ = std::fs::remove_file(&staged);
+    #[cfg(unix)]
     std::os::unix::fs::symlink(&exe, &staged)
         .with_context(|| format!("linking {}", staged.display()))?;
+    #[cfg(not(unix))]
+    anyhow::bail!(
+        "the cargo shim needs symbolic links ({} not linked)",
+        exe.display()
+    );
     std::fs::rename(&staged, bin.join("cargo"))
         .with_context(|| format!("placing {}", bin.join("cargo").display()))?;
     Ok(())

@@ -8,7 +8,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use crossbeam_channel::Sender;
 
-use crate::router::RouterCommand;
+use crate::session::router::RouterCommand;
 
 /// Whether a stderr line is cargo build progress worth showing in the cell.
 pub fn is_build_progress(line: &str) -> bool {

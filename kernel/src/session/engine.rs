@@ -12,8 +12,8 @@ use jupyter_protocol::JupyterMessage;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::cell_error::CellError;
-use crate::router::{CellReport, RouterCommand};
+use crate::session::cell_error::CellError;
+use crate::session::router::{CellReport, RouterCommand};
 
 /// A MIME bundle.
 pub type Bundle = BTreeMap<String, Value>;
@@ -81,11 +81,11 @@ pub struct EngineConfig {
     pub workspace_lock: Option<PathBuf>,
 }
 
-/// Re-seeds the build dir's `Cargo.lock` (see [`crate::build_dir::seed_lockfile`]).
+/// Re-seeds the build dir's `Cargo.lock` (see [`crate::session::build_dir::seed_lockfile`]).
 fn seed_lock(config: &EngineConfig) -> anyhow::Result<()> {
     match &config.build_dir {
         Some(dir) if config.arwkv_path.is_some() => {
-            crate::build_dir::seed_lockfile(dir, config.workspace_lock.as_deref())
+            crate::session::build_dir::seed_lockfile(dir, config.workspace_lock.as_deref())
         }
         _ => Ok(()),
     }
@@ -120,7 +120,7 @@ pub fn prelude_notice(config: &EngineConfig) -> Option<String> {
     let built = config
         .build_dir
         .as_ref()
-        .is_some_and(|d| crate::build_dir::prelude_library_built(d));
+        .is_some_and(|d| crate::session::build_dir::prelude_library_built(d));
     Some(if built {
         format!("arwkv-kernel: loading the arwkv prelude (features: {features})…\n")
     } else {
@@ -357,7 +357,7 @@ fn use_build_dir(dir: Option<&std::path::Path>) {
     {
         libs.push(old);
     }
-    crate::analyzer_graph::route_analyzer_through_shim(dir);
+    crate::session::analyzer_graph::route_analyzer_through_shim(dir);
     // SAFETY: see the function doc (single-threaded at this point).
     unsafe {
         std::env::set_var("EVCXR_TMPDIR", dir);
@@ -383,10 +383,10 @@ pub fn prebuild(config: &EngineConfig) -> anyhow::Result<std::time::Duration> {
 }
 
 /// evcxr's cargo builds run with the user's `CARGO_HOME`, not the analyzer's shim (see
-/// [`crate::analyzer_graph`]); a different home would move every registry source path and rebuild
+/// [`crate::session::analyzer_graph`]); a different home would move every registry source path and rebuild
 /// the prelude.
 fn give_builds_the_real_cargo_home(ctx: &mut evcxr::CommandContext) -> anyhow::Result<()> {
-    let Some(home) = crate::analyzer_graph::cargo_home_for_builds() else {
+    let Some(home) = crate::session::analyzer_graph::cargo_home_for_builds() else {
         return Ok(());
     };
     ctx.execute(&format!(":build_env CARGO_HOME={}", home.display()))

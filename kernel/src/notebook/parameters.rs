@@ -5,8 +5,8 @@
 
 use anyhow::{Result, bail};
 
-use crate::cell_code::{self, Piece};
-use crate::notebook_file::{CellKind, Notebook};
+use crate::notebook::cell_code::{self, Piece};
+use crate::notebook::notebook_file::{CellKind, Notebook};
 
 /// The tag of the cell that declares parameters.
 pub const PARAMETERS_TAG: &str = "parameters";

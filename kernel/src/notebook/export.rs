@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cell_code::{self, Piece};
-use crate::engine;
-use crate::notebook_file::{CellKind, Notebook};
-use crate::parameters;
+use crate::notebook::cell_code::{self, Piece};
+use crate::notebook::notebook_file::{CellKind, Notebook};
+use crate::notebook::parameters;
+use crate::session::engine;
 
 /// Where the program's `arwkv` comes from and how the kernel built it.
 #[derive(Clone, Debug)]
@@ -364,7 +364,7 @@ fn trim_lock(out: &Path) -> Result<()> {
     let metadata = |offline: bool| {
         let mut cmd =
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        crate::analyzer_graph::with_real_cargo_home(&mut cmd);
+        crate::session::analyzer_graph::with_real_cargo_home(&mut cmd);
         cmd.args(["metadata", "--format-version", "1", "--manifest-path"])
             .arg(&manifest);
         if offline {
@@ -396,8 +396,8 @@ pub fn percent_script(nb: &Notebook) -> String {
     let _ = writeln!(
         s,
         "//     display_name: {}\n//     language: rust\n//     name: {}\n// ---",
-        crate::kernelspec::DISPLAY_NAME,
-        crate::kernelspec::KERNEL_NAME
+        crate::identity::DISPLAY_NAME,
+        crate::identity::KERNEL_NAME
     );
     for i in 0..nb.len() {
         let tags = nb.tags(i);

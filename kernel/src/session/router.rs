@@ -15,7 +15,7 @@ use jupyter_protocol::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::cell_error::CellError;
+use crate::session::cell_error::CellError;
 
 /// Shortest time between two updates of one display.
 pub const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(200);

@@ -8,18 +8,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use jupyter_protocol::messaging::Stdio;
 use jupyter_protocol::{ExecuteRequest, JupyterMessage, JupyterMessageContent};
 use serde_json::{Value, json};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 
-use crate::cell_error::CellError;
-use crate::engine::{self, EngineConfig, EngineRequest};
-use crate::notebook_file::{CellKind, Notebook, split_source};
-use crate::parameters;
-use crate::router::{self, IopubEvent};
+use crate::notebook::notebook_file::{CellKind, Notebook, split_source};
+use crate::notebook::parameters;
+use crate::session::cell_error::CellError;
+use crate::session::engine::{EngineConfig, EngineRequest};
+use crate::session::router::IopubEvent;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -179,15 +179,11 @@ pub fn run(options: &RunOptions, config: EngineConfig) -> Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| options.input.clone());
 
-    let (iopub_tx, mut iopub_rx) = unbounded_channel::<IopubEvent>();
-    let (router_tx, router_rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("output-router".into())
-        .spawn(move || router::run(router_rx, iopub_tx))
-        .context("starting the output router")?;
     // Cells of a headless run get no stdin: prompts read an empty line.
     let (stdin_tx, _stdin_rx) = crossbeam_channel::unbounded();
-    let handles = engine::start(config, router_tx, stdin_tx)?;
+    let session = crate::session::start(config, stdin_tx)?;
+    let handles = session.engine;
+    let mut iopub_rx = session.published;
     if let Some(notice) = handles.prelude.notice() {
         eprint!("{notice}");
     }
@@ -272,8 +268,8 @@ pub fn run(options: &RunOptions, config: EngineConfig) -> Result<PathBuf> {
         }
     }
     nb.set_kernel_metadata(
-        crate::server::language_info_json(),
-        json!({"name": crate::kernelspec::KERNEL_NAME, "display_name": crate::kernelspec::DISPLAY_NAME, "language": "rust"}),
+        crate::identity::language_info_json(),
+        json!({"name": crate::identity::KERNEL_NAME, "display_name": crate::identity::DISPLAY_NAME, "language": "rust"}),
     );
     nb.write(&written)?;
     match failure {
