@@ -207,9 +207,6 @@ impl ArwkvForCausalLM {
         let mut layers = Vec::with_capacity(q.num_hidden_layers);
         for i in 0..q.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let linear = |name: &str, d_in, d_out| {
-                Linear::load(ck, &format!("{p}.mlp.{name}"), d_in, d_out, false, device)
-            };
             layers.push(ArwkvDecoderLayer {
                 input_layernorm: RmsNorm::load(
                     ck,
@@ -234,11 +231,7 @@ impl ArwkvForCausalLM {
                     eps,
                     device,
                 )?,
-                mlp: Qwen2Mlp {
-                    gate_proj: linear("gate_proj", c, inter)?,
-                    up_proj: linear("up_proj", c, inter)?,
-                    down_proj: linear("down_proj", inter, c)?,
-                },
+                mlp: Qwen2Mlp::load(ck, &format!("{p}.mlp"), c, inter, device)?,
             });
         }
         let embed_tokens = Embedding {

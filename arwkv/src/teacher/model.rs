@@ -141,6 +141,19 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 }
 
 impl Qwen2Mlp {
+    /// Loads the MLP at `p` (`model.layers.{i}.mlp`) of width `c` and inner width `inter`; the
+    /// teacher and the student (which keeps the teacher's MLPs) both load it here.
+    pub fn load(ck: &Checkpoint, p: &str, c: usize, inter: usize, device: &Device) -> Result<Self> {
+        let linear = |name: &str, d_in, d_out| {
+            Linear::load(ck, &format!("{p}.{name}"), d_in, d_out, false, device)
+        };
+        Ok(Self {
+            gate_proj: linear("gate_proj", c, inter)?,
+            up_proj: linear("up_proj", c, inter)?,
+            down_proj: linear("down_proj", inter, c)?,
+        })
+    }
+
     /// down(silu(gate(x)) · up(x)).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.down_proj
@@ -198,25 +211,7 @@ impl Qwen2DecoderLayer {
                 eps,
                 device,
             )?,
-            mlp: Qwen2Mlp {
-                gate_proj: Linear::load(
-                    ck,
-                    &format!("{p}.mlp.gate_proj"),
-                    c,
-                    inter,
-                    false,
-                    device,
-                )?,
-                up_proj: Linear::load(ck, &format!("{p}.mlp.up_proj"), c, inter, false, device)?,
-                down_proj: Linear::load(
-                    ck,
-                    &format!("{p}.mlp.down_proj"),
-                    inter,
-                    c,
-                    false,
-                    device,
-                )?,
-            },
+            mlp: Qwen2Mlp::load(ck, &format!("{p}.mlp"), c, inter, device)?,
         })
     }
 
