@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arwkv::distill::data::DataConfig;
+use arwkv::data::DataConfig;
 use arwkv::distill::run::{Observer, RunConfig, Stage, Start, StepMetrics, run};
 use arwkv::train::{Decay, LrSchedule};
 use arwkv_tests::fixtures_dir;
@@ -286,7 +286,7 @@ fn bad_configs_and_data_are_named() {
 #[test]
 fn sft_targets_are_exactly_the_assistant_turns() {
     use arwkv::chat::{ChatMessage, ChatTemplate};
-    use arwkv::distill::data::{render_conversation, tokenise};
+    use arwkv::data::{render_conversation, tokenise};
     use arwkv::tokenizer::TextTokenizer;
     let dir = fixtures_dir().join("qwen2").join("tied-gqa2-f32");
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
@@ -502,4 +502,87 @@ fn a_preset_hands_notebooks_the_config_of_its_first_two_stages() {
     );
     let err = plan.stage_config(Stage::Sft, "x").unwrap_err().to_string();
     assert!(err.contains("Sft") && err.contains("run_plan"), "{err}");
+}
+
+#[test]
+fn pretraining_through_the_one_loop_is_the_plain_next_token_loop_bit_for_bit() {
+    use arwkv::data::Dataset;
+    use arwkv::distill::next_token_cross_entropy;
+    use arwkv::pretrain::{ModelShape, PretrainConfig, pretrain};
+    use arwkv::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
+    use arwkv::train::{AdamW, AdamWConfig};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let steps = 4;
+    let cfg = PretrainConfig {
+        tokenizer: arwkv::distill::preset::tiny_assets().join("teacher"),
+        out: dir.path().join("teacher"),
+        device: "cpu".into(),
+        seed: 3,
+        steps,
+        model: ModelShape {
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            rope_theta: 10000.0,
+            max_position_embeddings: 256,
+        },
+        data: DataConfig {
+            files: vec![corpus(dir.path())],
+            context: 32,
+            batch_size: 2,
+            pack: true,
+        },
+        optim: AdamWConfig::default(),
+        schedule: LrSchedule {
+            lr: 3e-3,
+            lr_final: 3e-4,
+            warmup_steps: 1,
+            decay: Decay::Cosine,
+            total_steps: steps,
+        },
+    };
+    let last = pretrain(&cfg, &mut Quiet).unwrap().unwrap();
+    assert_eq!(last.step, steps);
+    let run_dir = dir.path().join("teacher-run");
+    let looped = losses(&run_dir);
+    assert_eq!(looped.len(), steps as usize);
+    assert!(run_dir.join("loss.html").is_file());
+
+    // The same run written out by hand: forward, cross-entropy, backward, AdamW, nothing else.
+    let device = arwkv::BackendKind::from_flag_or_env(Some("cpu"))
+        .unwrap()
+        .device()
+        .unwrap()
+        .autodiff();
+    let saved = PretrainedQwen2::load(&cfg.out.to_string_lossy(), &device).unwrap();
+    let tokenizer = saved.tokenizer.as_ref().unwrap();
+    let data = Dataset::load(&cfg.data, tokenizer, None, cfg.seed).unwrap();
+    device.seed(cfg.seed);
+    let mut model = Qwen2ForCausalLM::random(saved.model.config.clone(), &device);
+    let mut opt = AdamW::new(cfg.optim.clone());
+    let mut pos = Default::default();
+    let mut by_hand = vec![];
+    for step in 0..steps {
+        let (batch, next) = data.batch(pos, &device);
+        pos = next;
+        let logits = model.forward(batch.ids.clone(), None).unwrap();
+        let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
+        by_hand.push(loss.clone().into_scalar::<f64>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = opt.step(model, grads, cfg.schedule.lr_at(step)).0;
+    }
+    assert_eq!(
+        looped, by_hand,
+        "the loop's losses are the plain loop's, bit for bit"
+    );
+    let probe = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 5, 9, 2], [1, 4]), &device);
+    let a = saved.model.forward(probe.clone(), None).unwrap();
+    let b = model.forward(probe, None).unwrap();
+    let diff = (a - b).abs().max().into_scalar::<f64>();
+    assert_eq!(diff, 0.0, "the saved teacher is the plain loop's model");
 }

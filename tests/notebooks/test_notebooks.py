@@ -161,6 +161,7 @@ class Headless(unittest.TestCase):
         if key in self.executed:
             return self.executed[key]
         cwd = self.work / f"{name}-{device}"
+        shutil.rmtree(cwd, ignore_errors=True)  # a failed earlier try leaves its folder
         cwd.mkdir()
         out = cwd / f"{name}.ipynb"
         params = SMALL[name] if device == "cpu" else gpu_params(name, device)

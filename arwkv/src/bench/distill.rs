@@ -24,7 +24,7 @@ pub struct DistillBench {
 /// Times full training steps (batch, forward, backward, global clipping, AdamW) of stage 1 or 2
 /// on the embedded corpus, through the same `distill::run` the CLI uses.
 pub fn bench_distill(args: &DistillBench, device_name: &str) -> Result<BenchReport> {
-    use crate::distill::data::DataConfig;
+    use crate::data::DataConfig;
     use crate::distill::preset::tiny_assets;
     use crate::distill::run::{Observer, RunConfig, Stage, StepMetrics, run};
 

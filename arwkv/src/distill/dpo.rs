@@ -19,8 +19,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 
-use super::data::{DataPosition, render_conversation, tokenise};
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::data::{DataPosition, render_conversation, tokenise};
 use crate::error::{Error, Result};
 use crate::jsonl::BadRows;
 use crate::tokenizer::TextTokenizer;

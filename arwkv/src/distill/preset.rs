@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::data::DataConfig;
 use super::dialogue_tasks::dialogue_tasks;
 use super::pairs::build_dpo_pairs;
 use super::run::{Observer, RunConfig, Stage, StepMetrics, run};
 use super::run_dir::{Start, found_state};
+use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::eval::heldout::{HeldoutReport, compare_on_heldout};
 use crate::generation::GenerationConfig;
@@ -560,7 +560,9 @@ fn write_report(
             preference_accuracy: last.and_then(|x| x.preference_accuracy),
         });
         page.push_str(&format!("<h2>{label}</h2>"));
-        page.push_str(&super::plot::loss_figure(&m).to_inline_html(Some(&format!("stage{i}"))));
+        page.push_str(
+            &crate::train::loss_page::loss_figure(&m).to_inline_html(Some(&format!("stage{i}"))),
+        );
     }
     let summary = PresetSummary {
         preset: plan.name.clone(),

@@ -1,6 +1,8 @@
 //! A distillation run: one [`RunConfig`] (TOML or JSON), a run directory with the config,
 //! `metrics.jsonl` and checkpoints, an [`Observer`] that sees every step (terminal progress, live
-//! notebook plots), exact resume on CPU, and a stop with a clear error on a non-finite loss.
+//! notebook plots), exact resume on CPU, and a stop with a clear error on a non-finite loss. This
+//! module prepares the stage (teacher, data, the student and what it trains, the objective, resume)
+//! and hands it to the one training loop, [`crate::train::train`].
 //!
 //! Run directory:
 //!
@@ -8,31 +10,26 @@
 //! run.json                      the resolved config
 //! metrics.jsonl                 one line per optimiser step
 //! loss.html                     the curves (plotly, works offline), rewritten at each checkpoint
-//! checkpoints/step-000040/      student (rwkv_hybrid layout) + optimizer.safetensors + trainer_state.json
+//! checkpoints/step-000040/      student (rwkv_hybrid layout) + optimizer/ + trainer_state.json
 //! student/                      the final student
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use super::data::{DataPosition, Dataset};
 use super::dpo::PreferenceData;
-use super::objective::{
-    Alignment, AssistantCrossEntropy, MicroBatch, Objective, Preference, WordLevelKl,
-};
+use super::objective::{Alignment, AssistantCrossEntropy, Preference, WordLevelKl};
 pub use super::run_config::{RunConfig, Stage};
 pub use super::run_dir::{Start, latest_checkpoint};
 use super::run_dir::{TrainerState, checkpoint_dir, config_fingerprint, prepare};
-pub use super::step::{Observer, StepMetrics, TerminalProgress};
+use crate::data::{DataPosition, Dataset};
 use crate::error::{Error, Result};
-use crate::save::{NamedTensor, save_safetensors, write_atomic};
+use crate::save::write_atomic;
 use crate::student::{ArwkvForCausalLM, PretrainedArwkv, save_pretrained};
 use crate::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
-use crate::train::{AdamW, AdamWConfig};
-use crate::weights::Checkpoint;
+use crate::train::{AdamW, LoopStart, Objective, TrainLoop};
+pub use crate::train::{Observer, StepMetrics, TerminalProgress};
 
 /// The data a stage reads.
 enum Source {
@@ -40,42 +37,6 @@ enum Source {
     Tokens(Dataset),
     /// Preference pairs (DPO).
     Pairs(PreferenceData),
-}
-
-fn save_optimizer(opt: &AdamW, dir: &Path) -> Result<()> {
-    let mut tensors = vec![];
-    for (path, m) in &opt.moments {
-        tensors.push(NamedTensor::D1(
-            format!("{path}.exp_avg"),
-            m.exp_avg.clone(),
-        ));
-        tensors.push(NamedTensor::D1(
-            format!("{path}.exp_avg_sq"),
-            m.exp_avg_sq.clone(),
-        ));
-    }
-    let sub = dir.join("optimizer");
-    save_safetensors(&sub, &tensors, usize::MAX)
-}
-
-fn load_optimizer(config: AdamWConfig, step: u64, dir: &Path, device: &Device) -> Result<AdamW> {
-    let mut opt = AdamW::new(config);
-    opt.step = step;
-    let ck = Checkpoint::open_dir(&dir.join("optimizer"))?;
-    for name in ck.names() {
-        if let Some(path) = name.strip_suffix(".exp_avg") {
-            let len = ck.shape(&name).unwrap_or_default().iter().product();
-            let sq = format!("{path}.exp_avg_sq");
-            opt.moments.insert(
-                path.to_string(),
-                crate::train::optim::Moments {
-                    exp_avg: ck.load(&name, [len], device)?,
-                    exp_avg_sq: ck.load(&sq, [len], device)?,
-                },
-            );
-        }
-    }
-    Ok(opt)
 }
 
 /// Writes a checkpoint atomically: into a temporary sibling, renamed when complete.
@@ -98,7 +59,7 @@ fn save_checkpoint(
         Some(teacher_dir),
         crate::save::DEFAULT_MAX_SHARD_BYTES,
     )?;
-    save_optimizer(opt, &tmp)?;
+    opt.save(&tmp)?;
     let state = TrainerState {
         step,
         data,
@@ -152,28 +113,28 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     let teacher_model = teacher.model.clone().no_grad();
     let initial_student = || initial_student(cfg, &teacher_model, &device);
 
-    let (mut student, mut opt, mut step, mut pos) = match &resume_from {
-        Some((dir, state)) => {
-            let s = PretrainedArwkv::load_weights_only(&dir.to_string_lossy(), &device)?.model;
-            let o = load_optimizer(cfg.optim.clone(), state.optimizer_step, dir, &device)?;
-            (s, o, state.step, state.data)
-        }
-        None => (
-            initial_student()?,
-            AdamW::new(cfg.optim.clone()),
-            0,
-            DataPosition::default(),
-        ),
+    let start = match resume_from {
+        Some((dir, state)) => LoopStart {
+            model: PretrainedArwkv::load_weights_only(&dir.to_string_lossy(), &device)?.model,
+            opt: AdamW::load(cfg.optim.clone(), state.optimizer_step, &dir, &device)?,
+            step: state.step,
+            pos: state.data,
+            checkpoint: Some(dir),
+        },
+        None => LoopStart::fresh(initial_student()?, AdamW::new(cfg.optim.clone())),
     };
     // DPO's reference is the run's starting point, also when resuming.
     let reference = match cfg.stage {
         Stage::Dpo => Some(initial_student()?.no_grad()),
         _ => None,
     };
-    student = match cfg.stage {
-        Stage::Align => student.only_time_mixers_trainable(),
-        _ if cfg.freeze_mlp => student.freeze_mlp(),
-        _ => student,
+    let start = LoopStart {
+        model: match cfg.stage {
+            Stage::Align => start.model.only_time_mixers_trainable(),
+            _ if cfg.freeze_mlp => start.model.freeze_mlp(),
+            _ => start.model,
+        },
+        ..start
     };
     let objective = objective_for(cfg, teacher_model, source, reference);
     // Recorded once the run can start, so a config that fails to load leaves no run behind.
@@ -183,80 +144,39 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
             .expect("config serialises")
             .as_bytes(),
     )?;
-    let mut schedule = cfg.schedule.clone();
-    schedule.total_steps = cfg.steps;
-    let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut lines = metric_lines_up_to(&metrics_path, resume_from.is_some(), step)?;
-
-    let started = Instant::now();
-    let mut last = None;
-    let mut interrupted = false;
-    while step < cfg.steps {
-        let lr = schedule.lr_at(step);
-        let t0 = Instant::now();
-        let (grads, sums) =
-            accumulate_gradients(cfg, objective.as_ref(), &student, &mut pos, step, &device)?;
-        let StepSums {
-            loss: loss_sum,
-            kl: kl_sum,
-            tokens,
-            accuracy: acc_sum,
-            margin: margin_sum,
-            per_layer: per_layer_sum,
-        } = sums;
-        let (next, stats) = opt.step(student, grads, lr);
-        student = next;
-        if !stats.grad_norm.is_finite() {
-            return Err(Error::Invalid(format!(
-                "{:?}: the gradient norm became {} at step {}; stopped",
-                cfg.stage,
-                stats.grad_norm,
-                step + 1
-            )));
-        }
-        step += 1;
-        let n = cfg.grad_accum as f64;
-        let m = StepMetrics {
-            stage: cfg.stage,
-            step,
-            loss: loss_sum / n,
-            per_layer: per_layer_sum.iter().map(|x| x / n).collect(),
-            kl: (cfg.stage == Stage::Kl).then_some(kl_sum / n),
-            preference_accuracy: (cfg.stage == Stage::Dpo).then_some(acc_sum / n),
-            reward_margin: (cfg.stage == Stage::Dpo).then_some(margin_sum / n),
-            lr,
-            grad_norm: stats.grad_norm,
-            tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64(),
-            elapsed_s: started.elapsed().as_secs_f64(),
-        };
-        lines.push(serde_json::to_string(&m).expect("metrics serialise"));
-        write_atomic(&metrics_path, (lines.join("\n") + "\n").as_bytes())?;
-        let go_on = observer.on_step(&m, cfg.steps);
-        last = Some(m);
-        if step % cfg.save_every == 0 || step == cfg.steps || !go_on {
-            let dir = save_checkpoint(cfg, step, &student, &teacher.dir, &opt, pos)?;
-            write_loss_page(&cfg.out, &lines)?;
-            observer.on_checkpoint(&dir);
-        }
-        if !go_on {
-            interrupted = true;
-            break;
-        }
-    }
-    if !interrupted {
+    let train_loop = TrainLoop {
+        stage: cfg.stage,
+        steps: cfg.steps,
+        grad_accum: cfg.grad_accum,
+        save_every: cfg.save_every,
+        schedule: cfg.schedule.clone(),
+        out: cfg.out.clone(),
+    };
+    let mut checkpoint = |student: &ArwkvForCausalLM, opt: &AdamW, step, pos| {
+        save_checkpoint(cfg, step, student, &teacher.dir, opt, pos)
+    };
+    let end = crate::train::train(
+        &train_loop,
+        start,
+        objective.as_ref(),
+        &mut checkpoint,
+        observer,
+        &device,
+    )?;
+    if !end.interrupted {
         save_pretrained(
-            &student,
+            &end.model,
             &cfg.out.join("student"),
             Some(&teacher.dir),
             crate::save::DEFAULT_MAX_SHARD_BYTES,
         )?;
     }
     Ok(RunSummary {
-        steps: step,
-        last,
+        steps: end.steps,
+        last: end.last,
         out: cfg.out.clone(),
-        interrupted,
-        student,
+        interrupted: end.interrupted,
+        student: end.model,
     })
 }
 
@@ -270,15 +190,6 @@ fn initial_student(
         Some(path) => Ok(PretrainedArwkv::load_weights_only(path, device)?.model),
         None => ArwkvForCausalLM::from_teacher(teacher, &cfg.student_options),
     }
-}
-
-/// Rewrites the run's loss page from its metric lines.
-fn write_loss_page(out: &Path, lines: &[String]) -> Result<()> {
-    let all: Vec<StepMetrics> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    super::plot::write_loss_page(out, &all)
 }
 
 /// The stage's data: preference pairs for DPO, token rows otherwise; bad rows are reported once.
@@ -318,95 +229,13 @@ fn load_source(
     Ok(source)
 }
 
-/// The `metrics.jsonl` lines a run continues from: none for a fresh run (an old file is removed),
-/// those up to the checkpoint's `step` for a resumed one.
-fn metric_lines_up_to(path: &std::path::Path, resumed: bool, step: u64) -> Result<Vec<String>> {
-    if !resumed && path.exists() {
-        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-    }
-    Ok(std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= step))
-        .map(str::to_string)
-        .collect())
-}
-
-/// Sums over one step's micro-batches (divided by their number for the step's metrics).
-#[derive(Default)]
-struct StepSums {
-    loss: f64,
-    kl: f64,
-    tokens: usize,
-    accuracy: f64,
-    margin: f64,
-    per_layer: Vec<f64>,
-}
-
-/// One optimiser step's gradients: `cfg.grad_accum` micro-batches of the objective, each loss
-/// scaled by 1/grad_accum, backward, summed. A non-finite loss stops the run, naming the last
-/// checkpoint. (Where the next capabilities plug in: the forward precision is chosen inside
-/// `objective.micro_batch`, activation checkpointing wraps the student's layers there, and data
-/// parallelism all-reduces the returned gradients before the optimiser step.)
-fn accumulate_gradients(
-    cfg: &RunConfig,
-    objective: &dyn Objective,
-    student: &ArwkvForCausalLM,
-    pos: &mut DataPosition,
-    step: u64,
-    device: &Device,
-) -> Result<(GradientsParams, StepSums)> {
-    let mut grads: Option<GradientsParams> = None;
-    let mut sums = StepSums::default();
-    for _ in 0..cfg.grad_accum {
-        let (micro, next) = objective.micro_batch(student, *pos, device)?;
-        *pos = next;
-        sums.tokens += micro.tokens;
-        let MicroBatch {
-            loss,
-            per_layer,
-            kl,
-            preference,
-            ..
-        } = micro;
-        if let Some((accuracy, margin)) = preference {
-            sums.accuracy += accuracy;
-            sums.margin += margin;
-        }
-        let value = loss.clone().into_scalar::<f64>();
-        if !value.is_finite() {
-            return Err(Error::Invalid(format!(
-                "{:?}: the loss became {value} at step {}; stopped. Last checkpoint: {}",
-                cfg.stage,
-                step + 1,
-                latest_checkpoint(&cfg.out).map_or("none".into(), |p| p.display().to_string())
-            )));
-        }
-        sums.loss += value;
-        sums.kl += kl.unwrap_or(0.0);
-        if sums.per_layer.is_empty() {
-            sums.per_layer = vec![0.0; per_layer.len()];
-        }
-        sums.per_layer
-            .iter_mut()
-            .zip(&per_layer)
-            .for_each(|(a, b)| *a += b);
-        let g = GradientsParams::from_grads((loss / cfg.grad_accum as f64).backward(), student);
-        grads = Some(match grads {
-            None => g,
-            Some(acc) => accumulate(acc, g, student),
-        });
-    }
-    Ok((grads.expect("grad_accum is at least 1 (validated)"), sums))
-}
-
 /// The objective of `cfg.stage` over the data loaded for it.
 fn objective_for(
     cfg: &RunConfig,
     teacher: Qwen2ForCausalLM,
     source: Source,
     reference: Option<ArwkvForCausalLM>,
-) -> Box<dyn Objective> {
+) -> Box<dyn Objective<ArwkvForCausalLM>> {
     match (cfg.stage, source, reference) {
         (Stage::Align, Source::Tokens(data), _) => Box::new(Alignment {
             teacher,
@@ -429,32 +258,4 @@ fn objective_for(
         }),
         _ => unreachable!("data and reference are loaded for the stage; pretraining is refused"),
     }
-}
-
-/// Adds the gradients of `b` into `a`, parameter by parameter.
-fn accumulate<M: burn::module::Module>(
-    mut a: GradientsParams,
-    mut b: GradientsParams,
-    module: &M,
-) -> GradientsParams {
-    struct Add<'a> {
-        a: &'a mut GradientsParams,
-        b: &'a mut GradientsParams,
-    }
-    impl burn::module::ModuleVisitor for Add<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            if let Some(gb) = self.b.remove::<D>(param.id) {
-                let sum = match self.a.remove::<D>(param.id) {
-                    Some(ga) => ga + gb,
-                    None => gb,
-                };
-                self.a.register::<D>(param.id, sum);
-            }
-        }
-    }
-    module.visit(&mut Add {
-        a: &mut a,
-        b: &mut b,
-    });
-    a
 }

@@ -6,27 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::DataConfig;
 use super::loss::AlignmentLoss;
+use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::student::StudentOptions;
+pub use crate::train::Stage;
 use crate::train::{AdamWConfig, LrSchedule};
-
-/// Which stage a run trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// Stage 0: pretraining a teacher from scratch (`arwkv pretrain`, not a distillation run).
-    Pretrain,
-    /// Stage 1: per-layer alignment of time-mixer outputs to attention outputs (teacher forcing).
-    Align,
-    /// Stage 2: word-level KL from teacher logits (also context extension at a longer context).
-    Kl,
-    /// Stage 3: supervised fine-tuning, loss on assistant tokens (all tokens of plain text).
-    Sft,
-    /// Stage 3: DPO on `{prompt, chosen, rejected}` pairs against a frozen copy of the start.
-    Dpo,
-}
 
 /// Everything one run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

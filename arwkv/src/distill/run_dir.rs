@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::data::DataPosition;
 use super::run_config::RunConfig;
+use crate::data::DataPosition;
 use crate::error::{Error, Result};
 
 /// How a run starts in its directory.

@@ -2,7 +2,7 @@
 //! progress bar, and the kernel's interrupt — the run finishes its step, saves and returns.
 
 use super::{LossPlot, Progress, interrupt_requested};
-use crate::distill::run::{Observer, Stage, StepMetrics};
+use crate::train::{Observer, Stage, StepMetrics};
 
 /// Live plot + progress + interrupt for `distill::run`.
 pub struct NotebookObserver {

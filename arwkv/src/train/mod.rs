@@ -1,7 +1,16 @@
-//! Training machinery shared by every stage: the optimiser and the learning-rate schedule.
+//! Training machinery shared by every stage: the one training loop ([`trainer`]), what a stage
+//! plugs into it ([`objective`]), what each step reports and who watches ([`step`]), the run's
+//! loss page, the optimiser and the learning-rate schedule.
 
+pub mod loss_page;
+pub mod objective;
 pub mod optim;
 pub mod schedule;
+pub mod step;
+pub mod trainer;
 
+pub use objective::{MicroBatch, Objective};
 pub use optim::{AdamW, AdamWConfig, StepStats};
 pub use schedule::{Decay, LrSchedule};
+pub use step::{Observer, Stage, StepMetrics, TerminalProgress};
+pub use trainer::{Checkpointer, LoopEnd, LoopStart, TrainLoop, train};

@@ -21,6 +21,9 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::save::{NamedTensor, save_safetensors};
+use crate::weights::Checkpoint;
+
 /// Hyper-parameters of AdamW.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,6 +184,48 @@ impl ModuleMapper for Update<'_> {
 }
 
 impl AdamW {
+    /// Saves the moments as `<dir>/optimizer/` safetensors (`<path>.exp_avg`, `<path>.exp_avg_sq`).
+    pub fn save(&self, dir: &std::path::Path) -> crate::error::Result<()> {
+        let mut tensors = vec![];
+        for (path, m) in &self.moments {
+            tensors.push(NamedTensor::D1(
+                format!("{path}.exp_avg"),
+                m.exp_avg.clone(),
+            ));
+            tensors.push(NamedTensor::D1(
+                format!("{path}.exp_avg_sq"),
+                m.exp_avg_sq.clone(),
+            ));
+        }
+        save_safetensors(&dir.join("optimizer"), &tensors, usize::MAX)
+    }
+
+    /// The optimiser [`AdamW::save`] wrote into `dir`, at optimiser step `step`.
+    pub fn load(
+        config: AdamWConfig,
+        step: u64,
+        dir: &std::path::Path,
+        device: &Device,
+    ) -> crate::error::Result<Self> {
+        let mut opt = AdamW::new(config);
+        opt.step = step;
+        let ck = Checkpoint::open_dir(&dir.join("optimizer"))?;
+        for name in ck.names() {
+            if let Some(path) = name.strip_suffix(".exp_avg") {
+                let len = ck.shape(&name).unwrap_or_default().iter().product();
+                let sq = format!("{path}.exp_avg_sq");
+                opt.moments.insert(
+                    path.to_string(),
+                    Moments {
+                        exp_avg: ck.load(&name, [len], device)?,
+                        exp_avg_sq: ck.load(&sq, [len], device)?,
+                    },
+                );
+            }
+        }
+        Ok(opt)
+    }
+
     /// A fresh optimiser.
     pub fn new(config: AdamWConfig) -> Self {
         Self {

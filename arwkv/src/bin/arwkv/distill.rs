@@ -37,7 +37,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
             &args.out,
             1.0,
             start,
-            &mut arwkv::distill::run::TerminalProgress,
+            &mut arwkv::train::TerminalProgress,
         )?;
         println!("{}", summary.to_markdown());
         println!("run directory: {} (open index.html)", args.out.display());
@@ -45,8 +45,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
     }
     let config = args.config.context("--config or --preset is required")?;
     let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
-    let summary =
-        arwkv::distill::run::run(&cfg, start, &mut arwkv::distill::run::TerminalProgress)?;
+    let summary = arwkv::distill::run::run(&cfg, start, &mut arwkv::train::TerminalProgress)?;
     if let Some(last) = &summary.last {
         println!("{}", serde_json::to_string(last)?);
     }
@@ -80,9 +79,8 @@ pub struct PretrainArgs {
 /// `arwkv pretrain`: pretrain a small teacher from scratch.
 pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let PretrainArgs { config } = args;
-    let cfg = arwkv::distill::pretrain::PretrainConfig::from_file(&config)?;
-    let last =
-        arwkv::distill::pretrain::pretrain(&cfg, &mut arwkv::distill::run::TerminalProgress)?;
+    let cfg = arwkv::pretrain::PretrainConfig::from_file(&config)?;
+    let last = arwkv::pretrain::pretrain(&cfg, &mut arwkv::train::TerminalProgress)?;
     if let Some(m) = last {
         println!("{}", serde_json::to_string(&m)?);
     }

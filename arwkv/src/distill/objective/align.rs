@@ -3,13 +3,13 @@
 
 use burn::prelude::*;
 
-use super::{MicroBatch, Objective};
-use crate::distill::data::{DataPosition, Dataset};
+use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::AlignmentLoss;
 use crate::distill::stage1::alignment_losses;
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
 use crate::teacher::Qwen2ForCausalLM;
+use crate::train::{MicroBatch, Objective};
 
 /// Stage 1's objective: the mean over layers of the per-layer alignment loss.
 pub struct Alignment {
@@ -21,7 +21,7 @@ pub struct Alignment {
     pub loss: AlignmentLoss,
 }
 
-impl Objective for Alignment {
+impl Objective<ArwkvForCausalLM> for Alignment {
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

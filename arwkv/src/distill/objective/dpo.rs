@@ -3,11 +3,11 @@
 
 use burn::prelude::*;
 
-use super::{MicroBatch, Objective};
-use crate::distill::data::DataPosition;
+use crate::data::DataPosition;
 use crate::distill::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
+use crate::train::{MicroBatch, Objective};
 
 /// DPO over (chosen, rejected) pairs.
 pub struct Preference {
@@ -21,7 +21,7 @@ pub struct Preference {
     pub label_smoothing: f64,
 }
 
-impl Objective for Preference {
+impl Objective<ArwkvForCausalLM> for Preference {
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

@@ -4,12 +4,12 @@
 
 use burn::prelude::*;
 
-use super::{MicroBatch, Objective};
-use crate::distill::data::{DataPosition, Dataset};
+use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
 use crate::teacher::Qwen2ForCausalLM;
+use crate::train::{MicroBatch, Objective};
 
 /// Word-level KL distillation from a frozen teacher.
 pub struct WordLevelKl {
@@ -25,7 +25,7 @@ pub struct WordLevelKl {
     pub ce_weight: f64,
 }
 
-impl Objective for WordLevelKl {
+impl Objective<ArwkvForCausalLM> for WordLevelKl {
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

@@ -3,11 +3,11 @@
 
 use burn::prelude::*;
 
-use super::{MicroBatch, Objective};
-use crate::distill::data::{DataPosition, Dataset};
+use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::next_token_cross_entropy;
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
+use crate::train::{MicroBatch, Objective};
 
 /// Cross-entropy on assistant tokens only.
 pub struct AssistantCrossEntropy {
@@ -15,7 +15,7 @@ pub struct AssistantCrossEntropy {
     pub data: Dataset,
 }
 
-impl Objective for AssistantCrossEntropy {
+impl Objective<ArwkvForCausalLM> for AssistantCrossEntropy {
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

@@ -8,8 +8,7 @@ use plotly::common::{AxisSide, DashType, Line, Mode, Title};
 use plotly::layout::{Axis, AxisType, Layout};
 use plotly::{Plot, Scatter};
 
-use super::run_config::Stage;
-use super::step::StepMetrics;
+use super::step::{Stage, StepMetrics};
 use crate::error::Result;
 use crate::save::write_atomic;
 

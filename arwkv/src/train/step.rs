@@ -5,7 +5,21 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::run_config::Stage;
+/// Which stage a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Stage 0: pretraining a teacher from scratch (`arwkv pretrain`, next-token objective).
+    Pretrain,
+    /// Stage 1: per-layer alignment of time-mixer outputs to attention outputs (teacher forcing).
+    Align,
+    /// Stage 2: word-level KL from teacher logits (also context extension at a longer context).
+    Kl,
+    /// Stage 3: supervised fine-tuning, loss on assistant tokens (all tokens of plain text).
+    Sft,
+    /// Stage 3: DPO on `{prompt, chosen, rejected}` pairs against a frozen copy of the start.
+    Dpo,
+}
 
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,22 +1,23 @@
 //! Stage 0: pretraining a small Qwen2 teacher from scratch on a corpus (the embedded default's
 //! teacher), with the same data, optimiser, metrics and loss page as the distillation stages; the
-//! result is a Hugging Face Qwen2 folder that loads like any hub Qwen2.5.
+//! result is a Hugging Face Qwen2 folder that loads like any hub Qwen2.5. It runs the one training
+//! loop (`train::trainer`) with the next-token objective of [`next_token`].
+
+mod next_token;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use burn::optim::GradientsParams;
-use burn::prelude::*;
+use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use super::data::{DataConfig, DataPosition, Dataset};
-use super::loss::next_token_cross_entropy;
-use super::run::{Observer, Stage, StepMetrics};
+use crate::data::{DataConfig, Dataset};
 use crate::error::{Error, Result};
-use crate::save::write_atomic;
 use crate::teacher::{Qwen2Config, Qwen2ForCausalLM, save_pretrained};
 use crate::tokenizer::TextTokenizer;
-use crate::train::{AdamW, AdamWConfig, LrSchedule};
+use crate::train::{
+    AdamW, AdamWConfig, LoopStart, LrSchedule, Observer, Stage, StepMetrics, TrainLoop, train,
+};
+pub use next_token::NextToken;
 
 /// The shape of the model to pretrain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,10 +136,7 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
     };
     let dataset = Dataset::load(&cfg.data, &tokenizer, None, cfg.seed)?;
     device.seed(cfg.seed);
-    let mut model = Qwen2ForCausalLM::random(config, &device);
-    let mut opt = AdamW::new(cfg.optim.clone());
-    let mut schedule = cfg.schedule.clone();
-    schedule.total_steps = cfg.steps;
+    let model = Qwen2ForCausalLM::random(config, &device);
     let run_dir = cfg.out.with_file_name(format!(
         "{}-run",
         cfg.out
@@ -146,52 +144,21 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
             .map_or("teacher".into(), |n| n.to_string_lossy().into_owned())
     ));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    let mut lines = vec![];
-    let mut all = vec![];
-    let mut pos = DataPosition::default();
-    let started = Instant::now();
-    for step in 0..cfg.steps {
-        let t0 = Instant::now();
-        let (batch, next) = dataset.batch(pos, &device);
-        pos = next;
-        let logits = model.forward(batch.ids.clone(), None)?;
-        let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
-        let value = loss.clone().into_scalar::<f64>();
-        if !value.is_finite() {
-            return Err(Error::Invalid(format!(
-                "pretrain: the loss became {value} at step {}; stopped",
-                step + 1
-            )));
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = schedule.lr_at(step);
-        let (next_model, stats) = opt.step(model, grads, lr);
-        model = next_model;
-        let metrics = StepMetrics {
-            stage: Stage::Pretrain,
-            step: step + 1,
-            loss: value,
-            per_layer: vec![],
-            kl: None,
-            preference_accuracy: None,
-            reward_margin: None,
-            lr,
-            grad_norm: stats.grad_norm,
-            tokens_per_s: batch.tokens as f64 / t0.elapsed().as_secs_f64(),
-            elapsed_s: started.elapsed().as_secs_f64(),
-        };
-        lines.push(serde_json::to_string(&metrics).expect("metrics serialise"));
-        all.push(metrics.clone());
-        let go_on = observer.on_step(&metrics, cfg.steps);
-        if !go_on {
-            break;
-        }
-    }
-    write_atomic(
-        &run_dir.join("metrics.jsonl"),
-        (lines.join("\n") + "\n").as_bytes(),
-    )?;
-    super::plot::write_loss_page(&run_dir, &all)?;
-    save_pretrained(&model.clone().no_grad(), &cfg.out, Some(&cfg.tokenizer))?;
-    Ok(all.pop())
+    let train_loop = TrainLoop {
+        stage: Stage::Pretrain,
+        steps: cfg.steps,
+        grad_accum: 1,
+        // The model is saved once, at the end (or when the observer stops the run).
+        save_every: cfg.steps,
+        schedule: cfg.schedule.clone(),
+        out: run_dir,
+    };
+    let mut save = |model: &Qwen2ForCausalLM, _: &AdamW, _, _| {
+        save_pretrained(&model.clone().no_grad(), &cfg.out, Some(&cfg.tokenizer))?;
+        Ok(cfg.out.clone())
+    };
+    let start = LoopStart::fresh(model, AdamW::new(cfg.optim.clone()));
+    let objective = NextToken { data: dataset };
+    let end = train(&train_loop, start, &objective, &mut save, observer, &device)?;
+    Ok(end.last)
 }
