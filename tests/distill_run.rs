@@ -331,7 +331,7 @@ fn sft_and_dpo_stages_train_from_a_student() {
         .collect();
     let sft_data = write(&dir.path().join("chats.jsonl"), &chats);
     let mut sft = config(Stage::Align, dir.path().join("sft"), sft_data, 10);
-    sft.stage = Stage::Sft;
+    sft.stage = arwkv::distill::run::StageConfig::defaults(Stage::Sft);
     sft.data.pack = false;
     sft.data.context = 256;
     // A context too short for the template's system prompt leaves no assistant token: refused.
@@ -356,7 +356,7 @@ fn sft_and_dpo_stages_train_from_a_student() {
         + "{\"prompt\": \"missing answers\"}\n";
     let dpo_data = write(&dir.path().join("pairs.jsonl"), &pairs);
     let mut dpo = config(Stage::Align, dir.path().join("dpo"), dpo_data, 8);
-    dpo.stage = Stage::Dpo;
+    dpo.stage = arwkv::distill::run::StageConfig::defaults(Stage::Dpo);
     dpo.student = Some(sft.out.join("student").to_string_lossy().into_owned());
     dpo.data.context = 256;
     let d = run(&dpo, Start::Fresh, &mut Quiet).unwrap();
@@ -585,4 +585,68 @@ fn pretraining_through_the_one_loop_is_the_plain_next_token_loop_bit_for_bit() {
     let b = model.forward(probe, None).unwrap();
     let diff = (a - b).abs().max().into_scalar::<f64>();
     assert_eq!(diff, 0.0, "the saved teacher is the plain loop's model");
+}
+
+#[test]
+fn a_stage_reads_only_its_own_keys_and_a_key_of_another_stage_is_named() {
+    use arwkv::distill::run::StageConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stage.toml");
+    let base = "teacher = \"x\"\nout = \"o\"\nsteps = 1\n";
+    for (text, culprits) in [
+        (
+            format!("stage = \"kl\"\n{base}dpo_beta = 0.2\n[data]\n"),
+            vec!["dpo_beta", "stage dpo, not of stage kl", "line 5, column 1"],
+        ),
+        (
+            format!("stage = \"sft\"\n{base}temperature = 2.0\n[data]\n"),
+            vec!["temperature", "stage kl", "line 5, column 1"],
+        ),
+        (
+            format!("stage = \"dpo\"\n{base}kl_top_k = 8\n[data]\n"),
+            vec!["kl_top_k", "stage kl", "dpo_beta, label_smoothing"],
+        ),
+        (
+            format!("stage = \"align\"\n{base}freeze_mlp = true\n[data]\n"),
+            vec!["freeze_mlp", "stage align trains only the time mixers"],
+        ),
+        (
+            format!("stage = \"pretrain\"\n{base}[data]\n"),
+            vec!["arwkv pretrain"],
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let e = RunConfig::from_file(&path).unwrap_err().to_string();
+        for culprit in culprits {
+            assert!(e.contains(culprit), "{text:?}: {e}");
+        }
+    }
+    let json = dir.path().join("stage.json");
+    std::fs::write(
+        &json,
+        r#"{"stage": "align", "teacher": "x", "out": "o", "steps": 1, "data": {}, "ce_weight": 0.5}"#,
+    )
+    .unwrap();
+    let e = RunConfig::from_file(&json).unwrap_err().to_string();
+    assert!(e.contains("ce_weight") && e.contains("stage kl"), "{e}");
+
+    // A stage's own keys land in its variant; run.json round-trips the tagged config.
+    std::fs::write(
+        &path,
+        format!("stage = \"kl\"\n{base}temperature = 2.0\nkl_top_k = 8\n[data]\n"),
+    )
+    .unwrap();
+    let cfg = RunConfig::from_file(&path).unwrap();
+    match &cfg.stage {
+        StageConfig::Kl(kl) => {
+            assert_eq!(
+                (kl.temperature, kl.kl_top_k, kl.ce_weight),
+                (2.0, Some(8), 0.0)
+            );
+        }
+        other => panic!("stage kl read as {other:?}"),
+    }
+    let written = serde_json::to_string(&cfg).unwrap();
+    assert!(!written.contains("dpo_beta"), "{written}");
+    assert_eq!(serde_json::from_str::<RunConfig>(&written).unwrap(), cfg);
 }

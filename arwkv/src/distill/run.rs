@@ -20,7 +20,7 @@ use burn::prelude::*;
 
 use super::dpo::PreferenceData;
 use super::objective::{Alignment, AssistantCrossEntropy, Preference, WordLevelKl};
-pub use super::run_config::{RunConfig, Stage};
+pub use super::run_config::{RunConfig, Stage, StageConfig};
 pub use super::run_dir::{Start, latest_checkpoint};
 use super::run_dir::{TrainerState, checkpoint_dir, config_fingerprint, prepare};
 use crate::data::{DataPosition, Dataset};
@@ -98,11 +98,6 @@ pub struct RunSummary {
 /// checkpoint made under the same config, or over a run that is deleted first).
 pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
-    if cfg.stage == Stage::Pretrain {
-        return Err(Error::Invalid(
-            "run config: stage \"pretrain\" is run by `arwkv pretrain`".into(),
-        ));
-    }
     let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
         .device()?
         .autodiff();
@@ -124,12 +119,12 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         None => LoopStart::fresh(initial_student()?, AdamW::new(cfg.optim.clone())),
     };
     // DPO's reference is the run's starting point, also when resuming.
-    let reference = match cfg.stage {
+    let reference = match cfg.stage.kind() {
         Stage::Dpo => Some(initial_student()?.no_grad()),
         _ => None,
     };
     let start = LoopStart {
-        model: match cfg.stage {
+        model: match cfg.stage.kind() {
             Stage::Align => start.model.only_time_mixers_trainable(),
             _ if cfg.freeze_mlp => start.model.freeze_mlp(),
             _ => start.model,
@@ -145,7 +140,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
             .as_bytes(),
     )?;
     let train_loop = TrainLoop {
-        stage: cfg.stage,
+        stage: cfg.stage.kind(),
         steps: cfg.steps,
         grad_accum: cfg.grad_accum,
         save_every: cfg.save_every,
@@ -198,7 +193,7 @@ fn load_source(
     tokenizer: &crate::tokenizer::TextTokenizer,
     template: Option<&crate::chat::ChatTemplate>,
 ) -> Result<Source> {
-    let source = match cfg.stage {
+    let source = match cfg.stage.kind() {
         Stage::Dpo => Source::Pairs(PreferenceData::load(
             &cfg.data.files,
             tokenizer,
@@ -212,7 +207,7 @@ fn load_source(
             tokenizer,
             template,
             cfg.seed,
-            cfg.stage == Stage::Sft,
+            cfg.stage.kind() == Stage::Sft,
         )?),
     };
     let bad = match &source {
@@ -236,25 +231,22 @@ fn objective_for(
     source: Source,
     reference: Option<ArwkvForCausalLM>,
 ) -> Box<dyn Objective<ArwkvForCausalLM>> {
-    match (cfg.stage, source, reference) {
-        (Stage::Align, Source::Tokens(data), _) => Box::new(Alignment {
+    match (&cfg.stage, source, reference) {
+        (StageConfig::Align(config), Source::Tokens(data), _) => Box::new(Alignment {
             teacher,
             data,
-            loss: cfg.alignment_loss,
+            config: *config,
         }),
-        (Stage::Kl, Source::Tokens(data), _) => Box::new(WordLevelKl {
+        (StageConfig::Kl(config), Source::Tokens(data), _) => Box::new(WordLevelKl {
             teacher,
             data,
-            temperature: cfg.temperature,
-            top_k: cfg.kl_top_k,
-            ce_weight: cfg.ce_weight,
+            config: *config,
         }),
-        (Stage::Sft, Source::Tokens(data), _) => Box::new(AssistantCrossEntropy { data }),
-        (Stage::Dpo, Source::Pairs(data), Some(reference)) => Box::new(Preference {
+        (StageConfig::Sft(_), Source::Tokens(data), _) => Box::new(AssistantCrossEntropy { data }),
+        (StageConfig::Dpo(config), Source::Pairs(data), Some(reference)) => Box::new(Preference {
             reference,
             data,
-            beta: cfg.dpo_beta,
-            label_smoothing: cfg.label_smoothing,
+            config: *config,
         }),
         _ => unreachable!("data and reference are loaded for the stage; pretraining is refused"),
     }

@@ -1,24 +1,80 @@
-//! The configuration of one distillation run: which stage, teacher and student, data, optimiser,
-//! schedule and the stage's own knobs, read from TOML or JSON (unknown keys refused, errors named
-//! by line and column) and validated before anything runs.
+//! The configuration of one distillation run: which stage with its own keys, teacher and student,
+//! data, optimiser and schedule, read from TOML or JSON and validated before anything runs. The
+//! file stays flat (`stage = "kl"` beside `temperature = 2.0`); in Rust the stage is a tagged
+//! [`StageConfig`] whose variants are the settings each objective defines next to itself. A key
+//! of another stage, and an unknown key, are refused, named with their line and column.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::loss::AlignmentLoss;
+pub use super::objective::{AlignConfig, DpoConfig, KlConfig, SftConfig};
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::student::StudentOptions;
 pub use crate::train::Stage;
 use crate::train::{AdamWConfig, LrSchedule};
 
+/// The stage a run trains, with the keys only that stage reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum StageConfig {
+    /// Stage 0 belongs to `arwkv pretrain` (its own config); a run config naming it is refused.
+    Pretrain(PretrainKeys),
+    /// Stage 1: per-layer alignment.
+    Align(AlignConfig),
+    /// Stage 2 and context extension: word-level KL.
+    Kl(KlConfig),
+    /// Stage 3: supervised fine-tuning.
+    Sft(SftConfig),
+    /// Stage 3: DPO.
+    Dpo(DpoConfig),
+}
+
+/// A run config's stage 0 has no keys of its own (the run is refused anyway).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainKeys {}
+
+impl StageConfig {
+    /// `stage` with its keys at their defaults.
+    pub fn defaults(stage: Stage) -> Self {
+        match stage {
+            Stage::Pretrain => Self::Pretrain(PretrainKeys {}),
+            Stage::Align => Self::Align(AlignConfig::default()),
+            Stage::Kl => Self::Kl(KlConfig::default()),
+            Stage::Sft => Self::Sft(SftConfig::default()),
+            Stage::Dpo => Self::Dpo(DpoConfig::default()),
+        }
+    }
+
+    /// Which stage this is.
+    pub fn kind(&self) -> Stage {
+        match self {
+            Self::Pretrain(_) => Stage::Pretrain,
+            Self::Align(_) => Stage::Align,
+            Self::Kl(_) => Stage::Kl,
+            Self::Sft(_) => Stage::Sft,
+            Self::Dpo(_) => Stage::Dpo,
+        }
+    }
+
+    /// The config-file keys of `stage` (besides `stage` itself).
+    fn keys(stage: Stage) -> BTreeSet<String> {
+        object_keys(&Self::defaults(stage))
+            .into_iter()
+            .filter(|k| k != "stage")
+            .collect()
+    }
+}
+
 /// Everything one run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// The stage.
-    pub stage: Stage,
+    /// The stage and its own keys (flattened: `stage = "kl"`, `temperature = …`).
+    #[serde(flatten)]
+    pub stage: StageConfig,
     /// Teacher folder or hub id.
     pub teacher: String,
     /// Student checkpoint to start from (stage 2: the stage-1 result); absent → built from the
@@ -52,31 +108,10 @@ pub struct RunConfig {
     /// Learning-rate schedule (`total_steps` is set to `steps`).
     #[serde(default)]
     pub schedule: LrSchedule,
-    /// Stage 1: the per-layer loss.
-    #[serde(default)]
-    pub alignment_loss: AlignmentLoss,
-    /// Stage 2: softmax temperature of the KL.
-    #[serde(default = "one_f")]
-    pub temperature: f64,
-    /// Stage 2: restrict the KL to the teacher's k most likely tokens (absent: full vocabulary).
-    #[serde(default)]
-    pub kl_top_k: Option<usize>,
-    /// Stage 2: weight of the student's next-token CE added to the KL.
-    #[serde(default)]
-    pub ce_weight: f64,
-    /// Stages 2–3: stop gradients to the MLPs (the paper's frozen-MLP switch).
+    /// Stages 2–3: stop gradients to the MLPs (the paper's frozen-MLP switch; stage 1 trains
+    /// only the time mixers anyway).
     #[serde(default)]
     pub freeze_mlp: bool,
-    /// DPO: β.
-    #[serde(default = "default_beta")]
-    pub dpo_beta: f64,
-    /// DPO: label smoothing ε.
-    #[serde(default = "default_beta")]
-    pub label_smoothing: f64,
-}
-
-fn default_beta() -> f64 {
-    0.1
 }
 
 fn default_device() -> String {
@@ -85,16 +120,22 @@ fn default_device() -> String {
 fn one() -> u64 {
     1
 }
-fn one_f() -> f64 {
-    1.0
-}
 fn default_save_every() -> u64 {
     100
 }
 
+/// The keys of a value that serialises to a JSON object.
+fn object_keys(value: &impl Serialize) -> Vec<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => vec![],
+    }
+}
+
 impl RunConfig {
     /// A config with every optional key at its config-file default (CPU, seed 0, no accumulation,
-    /// τ = 1, full-vocabulary KL, no CE, DPO β = ε = 0.1), saving only at the end.
+    /// the stage's own defaults: τ = 1, full-vocabulary KL, no CE, DPO β = ε = 0.1), saving only
+    /// at the end.
     pub fn new(
         stage: Stage,
         teacher: impl Into<String>,
@@ -103,7 +144,7 @@ impl RunConfig {
         data: DataConfig,
     ) -> Self {
         Self {
-            stage,
+            stage: StageConfig::defaults(stage),
             teacher: teacher.into(),
             student: None,
             student_options: StudentOptions::default(),
@@ -116,25 +157,74 @@ impl RunConfig {
             data,
             optim: AdamWConfig::default(),
             schedule: LrSchedule::default(),
-            alignment_loss: AlignmentLoss::default(),
-            temperature: one_f(),
-            kl_top_k: None,
-            ce_weight: 0.0,
             freeze_mlp: false,
-            dpo_beta: default_beta(),
-            label_smoothing: default_beta(),
         }
+    }
+
+    /// The keys every stage reads (besides `stage`).
+    fn common_keys() -> BTreeSet<String> {
+        let probe = Self::new(Stage::Sft, "", "", 1, DataConfig::default());
+        let sft = StageConfig::keys(Stage::Sft);
+        object_keys(&probe)
+            .into_iter()
+            .filter(|k| k != "stage" && !sft.contains(k))
+            .collect()
+    }
+
+    /// Why `key` may not appear in a config of `stage`, or `None` when it may.
+    fn misplaced_key(stage: Stage, key: &str) -> Option<String> {
+        if key == "stage" || Self::common_keys().contains(key) {
+            return None;
+        }
+        if StageConfig::keys(stage).contains(key) {
+            return None;
+        }
+        let stages = [Stage::Align, Stage::Kl, Stage::Sft, Stage::Dpo];
+        let owners: Vec<String> = stages
+            .iter()
+            .filter(|s| StageConfig::keys(**s).contains(key))
+            .map(|s| stage_name(*s))
+            .collect();
+        let own: Vec<String> = StageConfig::keys(stage).into_iter().collect();
+        let own = if own.is_empty() {
+            "none".to_string()
+        } else {
+            own.join(", ")
+        };
+        Some(if owners.is_empty() {
+            format!(
+                "unknown key `{key}` (keys of every stage: stage, {}; of stage {}: {own})",
+                Self::common_keys()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                stage_name(stage),
+            )
+        } else {
+            format!(
+                "`{key}` is a key of stage {}, not of stage {} (its own keys: {own})",
+                owners.join(" and "),
+                stage_name(stage),
+            )
+        })
     }
 
     /// Reads a `.toml` or `.json` config, naming the file and key on error.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = crate::error::read_to_string(path)?;
         let cfg: Self = if path.extension().and_then(|e| e.to_str()) == Some("json") {
-            serde_json::from_str(&text).map_err(|e| Error::Json {
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Json {
+                    path: path.into(),
+                    source: e,
+                })?;
+            check_json_keys(path, &value)?;
+            serde_json::from_value(value).map_err(|e| Error::Json {
                 path: path.into(),
                 source: e,
             })?
         } else {
+            check_toml_keys(path, &text)?;
             toml::from_str(&text).map_err(|e| Error::Config {
                 path: path.into(),
                 key: e
@@ -148,7 +238,7 @@ impl RunConfig {
         Ok(cfg)
     }
 
-    /// Checks ranges.
+    /// Checks ranges, and that the stage is one a distillation run trains.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Invalid(format!("run config: {m}")));
         if self.steps == 0 {
@@ -157,13 +247,25 @@ impl RunConfig {
         if self.grad_accum == 0 || self.save_every == 0 {
             return bad("grad_accum and save_every must be at least 1");
         }
+        let stage_problem = match &self.stage {
+            StageConfig::Pretrain(_) => {
+                Some("stage \"pretrain\" is run by `arwkv pretrain`".to_string())
+            }
+            StageConfig::Align(_) if self.freeze_mlp => Some(
+                "freeze_mlp is for stages kl, sft and dpo (stage align trains only the time mixers)"
+                    .to_string(),
+            ),
+            StageConfig::Align(c) => c.problem(),
+            StageConfig::Kl(c) => c.problem(),
+            StageConfig::Sft(c) => c.problem(),
+            StageConfig::Dpo(c) => c.problem(),
+        };
+        if let Some(message) = stage_problem {
+            return bad(&message);
+        }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         let non_negative = |v: f64| v.is_finite() && v >= 0.0;
         let checks = [
-            (
-                "temperature must be a positive number",
-                positive(self.temperature),
-            ),
             (
                 "schedule.lr must be a positive number",
                 positive(self.schedule.lr),
@@ -171,22 +273,6 @@ impl RunConfig {
             (
                 "schedule.lr_final must be a number ≥ 0",
                 non_negative(self.schedule.lr_final),
-            ),
-            (
-                "kl_top_k must be at least 1 (leave it out for the full vocabulary)",
-                self.kl_top_k != Some(0),
-            ),
-            (
-                "ce_weight must be a number ≥ 0",
-                non_negative(self.ce_weight),
-            ),
-            (
-                "dpo_beta must be a positive number",
-                positive(self.dpo_beta),
-            ),
-            (
-                "label_smoothing must be in [0, 0.5)",
-                non_negative(self.label_smoothing) && self.label_smoothing < 0.5,
             ),
             (
                 "optim.beta1 must be in [0, 1)",
@@ -214,6 +300,65 @@ impl RunConfig {
             None => Ok(()),
         }
     }
+}
+
+/// The config-file name of a stage (`align`, `kl`, …).
+fn stage_name(stage: Stage) -> String {
+    serde_json::to_value(stage)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{stage:?}"))
+}
+
+/// The stage a config's `stage` value names, when it names one.
+fn named_stage(value: Option<&str>) -> Option<Stage> {
+    serde_json::from_value(serde_json::Value::String(value?.to_string())).ok()
+}
+
+/// Refuses a top-level TOML key that belongs to another stage or to none, by line and column.
+fn check_toml_keys(path: &Path, text: &str) -> Result<()> {
+    // A file that does not parse is left to the deserializer, which names the place.
+    let Ok(table) = toml::de::DeTable::parse(text) else {
+        return Ok(());
+    };
+    let table = table.get_ref();
+    let stage = table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "stage")
+        .and_then(|(_, v)| named_stage(v.get_ref().as_str()));
+    let Some(stage) = stage else {
+        return Ok(());
+    };
+    for key in table.keys() {
+        if let Some(message) = RunConfig::misplaced_key(stage, key.get_ref().as_ref()) {
+            return Err(Error::Config {
+                path: path.into(),
+                key: line_and_column(text, key.span().start),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a top-level JSON key that belongs to another stage or to none.
+fn check_json_keys(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let Some(map) = value.as_object() else {
+        return Ok(());
+    };
+    let Some(stage) = named_stage(map.get("stage").and_then(|s| s.as_str())) else {
+        return Ok(());
+    };
+    for key in map.keys() {
+        if let Some(message) = RunConfig::misplaced_key(stage, key) {
+            return Err(Error::Config {
+                path: path.into(),
+                key: key.clone(),
+                message,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `line L, column C` (1-based, columns in characters) of a byte offset into `text`.

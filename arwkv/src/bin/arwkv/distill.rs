@@ -51,7 +51,7 @@ pub fn distill(args: DistillArgs) -> Result<()> {
     }
     println!(
         "{:?} finished {} step(s); run directory {}",
-        cfg.stage,
+        cfg.stage.kind(),
         summary.steps,
         summary.out.display()
     );

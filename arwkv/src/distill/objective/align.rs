@@ -2,6 +2,7 @@
 //! the teacher's residual stream (`docs/METHOD.md` §5; the computation is `distill::stage1`).
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::AlignmentLoss;
@@ -11,14 +12,29 @@ use crate::student::ArwkvForCausalLM;
 use crate::teacher::Qwen2ForCausalLM;
 use crate::train::{MicroBatch, Objective};
 
+/// Stage 1's own keys in a run config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlignConfig {
+    /// The per-layer loss: `l2_rms` (the reference) or `mse`.
+    pub alignment_loss: AlignmentLoss,
+}
+
+impl AlignConfig {
+    /// What is wrong with these values, if anything.
+    pub fn problem(&self) -> Option<String> {
+        None
+    }
+}
+
 /// Stage 1's objective: the mean over layers of the per-layer alignment loss.
 pub struct Alignment {
     /// The frozen teacher.
     pub teacher: Qwen2ForCausalLM,
     /// Token rows.
     pub data: Dataset,
-    /// RMS of the difference (the paper's) or MSE.
-    pub loss: AlignmentLoss,
+    /// The per-layer loss.
+    pub config: AlignConfig,
 }
 
 impl Objective<ArwkvForCausalLM> for Alignment {
@@ -29,7 +45,12 @@ impl Objective<ArwkvForCausalLM> for Alignment {
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
-        let l = alignment_losses(&self.teacher, student, batch.ids, self.loss)?;
+        let l = alignment_losses(
+            &self.teacher,
+            student,
+            batch.ids,
+            self.config.alignment_loss,
+        )?;
         let per_layer = l
             .per_layer
             .iter()

@@ -2,6 +2,7 @@
 //! starting student (`docs/METHOD.md` §7; the formulas are in `distill::dpo`).
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::DataPosition;
 use crate::distill::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
@@ -9,16 +10,47 @@ use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
 use crate::train::{MicroBatch, Objective};
 
+/// DPO's own keys in a run config.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpoConfig {
+    /// β, the strength of the pull towards the reference.
+    pub dpo_beta: f64,
+    /// Label smoothing ε (the assumed fraction of flipped preferences).
+    pub label_smoothing: f64,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self {
+            dpo_beta: 0.1,
+            label_smoothing: 0.1,
+        }
+    }
+}
+
+impl DpoConfig {
+    /// What is wrong with these values, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if !(self.dpo_beta.is_finite() && self.dpo_beta > 0.0) {
+            return Some("dpo_beta must be a positive number".into());
+        }
+        let e = self.label_smoothing;
+        if !(e.is_finite() && (0.0..0.5).contains(&e)) {
+            return Some("label_smoothing must be in [0, 0.5)".into());
+        }
+        None
+    }
+}
+
 /// DPO over (chosen, rejected) pairs.
 pub struct Preference {
     /// The frozen reference policy (the run's starting student, also when resuming).
     pub reference: ArwkvForCausalLM,
     /// The pairs.
     pub data: PreferenceData,
-    /// β.
-    pub beta: f64,
-    /// Label smoothing ε.
-    pub label_smoothing: f64,
+    /// β and ε.
+    pub config: DpoConfig,
 }
 
 impl Objective<ArwkvForCausalLM> for Preference {
@@ -39,7 +71,12 @@ impl Objective<ArwkvForCausalLM> for Preference {
             batch.ids,
             batch.target_mask,
         );
-        let d = dpo_loss(policy, reference, self.beta, self.label_smoothing);
+        let d = dpo_loss(
+            policy,
+            reference,
+            self.config.dpo_beta,
+            self.config.label_smoothing,
+        );
         let mut m = MicroBatch::loss_only(d.loss, batch.tokens);
         m.preference = Some((d.accuracy, d.margin));
         Ok((m, next))

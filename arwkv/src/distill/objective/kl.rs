@@ -3,6 +3,7 @@
 //! cross-entropy (`docs/METHOD.md` §6).
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
@@ -11,18 +12,55 @@ use crate::student::ArwkvForCausalLM;
 use crate::teacher::Qwen2ForCausalLM;
 use crate::train::{MicroBatch, Objective};
 
+/// Stage 2's own keys in a run config.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KlConfig {
+    /// Softmax temperature τ (the loss is scaled by τ²).
+    pub temperature: f64,
+    /// KL over the teacher's k most likely tokens only (absent: the whole vocabulary).
+    pub kl_top_k: Option<usize>,
+    /// Weight of the student's next-token cross-entropy added to the KL (0: none).
+    pub ce_weight: f64,
+}
+
+impl Default for KlConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            kl_top_k: None,
+            ce_weight: 0.0,
+        }
+    }
+}
+
+impl KlConfig {
+    /// What is wrong with these values, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let t = self.temperature;
+        if !(t.is_finite() && t > 0.0) {
+            return Some("temperature must be a positive number".into());
+        }
+        if self.kl_top_k == Some(0) {
+            return Some(
+                "kl_top_k must be at least 1 (leave it out for the full vocabulary)".into(),
+            );
+        }
+        if !(self.ce_weight.is_finite() && self.ce_weight >= 0.0) {
+            return Some("ce_weight must be a number ≥ 0".into());
+        }
+        None
+    }
+}
+
 /// Word-level KL distillation from a frozen teacher.
 pub struct WordLevelKl {
     /// The frozen teacher.
     pub teacher: Qwen2ForCausalLM,
     /// Token rows.
     pub data: Dataset,
-    /// Softmax temperature τ (the loss is scaled by τ²).
-    pub temperature: f64,
-    /// KL over the teacher's k most likely tokens only (`None`: the whole vocabulary).
-    pub top_k: Option<usize>,
-    /// Weight of the student's next-token cross-entropy added to the KL (0: none).
-    pub ce_weight: f64,
+    /// Temperature, top-k and CE weight.
+    pub config: KlConfig,
 }
 
 impl Objective<ArwkvForCausalLM> for WordLevelKl {
@@ -35,24 +73,24 @@ impl Objective<ArwkvForCausalLM> for WordLevelKl {
         let (batch, next) = self.data.batch(pos, device);
         let teacher_logits = self.teacher.forward(batch.ids.clone(), None)?.detach();
         let logits = student.forward(batch.ids.clone(), None)?;
-        let kl = match self.top_k {
+        let kl = match self.config.kl_top_k {
             Some(k) => kl_divergence_top_k(
                 teacher_logits,
                 logits.clone(),
                 batch.mask.clone(),
-                self.temperature,
+                self.config.temperature,
                 k,
             ),
             None => kl_divergence(
                 teacher_logits,
                 logits.clone(),
                 batch.mask.clone(),
-                self.temperature,
+                self.config.temperature,
             ),
         };
         let kl_value = kl.clone().into_scalar::<f64>();
-        let loss = if self.ce_weight > 0.0 {
-            kl + next_token_cross_entropy(logits, batch.ids, batch.mask) * self.ce_weight
+        let loss = if self.config.ce_weight > 0.0 {
+            kl + next_token_cross_entropy(logits, batch.ids, batch.mask) * self.config.ce_weight
         } else {
             kl
         };

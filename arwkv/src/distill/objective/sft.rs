@@ -2,12 +2,25 @@
 //! predicting token t+1 (`docs/METHOD.md` §7).
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DataPosition, Dataset};
 use crate::distill::loss::next_token_cross_entropy;
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
 use crate::train::{MicroBatch, Objective};
+
+/// SFT's own keys in a run config: none (the data decides which tokens are targets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftConfig {}
+
+impl SftConfig {
+    /// What is wrong with these values, if anything.
+    pub fn problem(&self) -> Option<String> {
+        None
+    }
+}
 
 /// Cross-entropy on assistant tokens only.
 pub struct AssistantCrossEntropy {
