@@ -459,7 +459,7 @@ fn the_gpu_preset_names_a_hub_teacher_and_scales_like_the_tiny_one() {
 
 #[test]
 fn the_embedded_teacher_is_checksummed_and_a_corrupted_copy_is_refused() {
-    use arwkv::distill::preset::tiny_assets;
+    use arwkv::embedded::tiny_assets;
     use arwkv::teacher::PretrainedQwen2;
     let teacher = tiny_assets().join("teacher");
     assert!(teacher.join("SHA256SUMS").is_file());
@@ -517,7 +517,7 @@ fn pretraining_through_the_one_loop_is_the_plain_next_token_loop_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let steps = 4;
     let cfg = PretrainConfig {
-        tokenizer: arwkv::distill::preset::tiny_assets().join("teacher"),
+        tokenizer: arwkv::embedded::tiny_assets().join("teacher"),
         out: dir.path().join("teacher"),
         device: "cpu".into(),
         seed: 3,

@@ -11,14 +11,13 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 fn teacher(device: &Device) -> Pretrained {
-    let dir = arwkv::distill::preset::tiny_assets().join("teacher");
+    let dir = arwkv::embedded::tiny_assets().join("teacher");
     Pretrained::load(dir.to_str().unwrap(), device).unwrap()
 }
 
 fn heldout_lines() -> Vec<String> {
     let text =
-        std::fs::read_to_string(arwkv::distill::preset::tiny_assets().join("corpus/heldout.txt"))
-            .unwrap();
+        std::fs::read_to_string(arwkv::embedded::tiny_assets().join("corpus/heldout.txt")).unwrap();
     text.lines()
         .map(str::trim)
         .filter(|l| l.len() > 30 && !l.starts_with('['))

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::nn::token_row;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::student::{ArwkvForCausalLM, RecurrentState};
 use crate::teacher::{KvCache, Qwen2ForCausalLM};
@@ -93,10 +94,7 @@ pub fn generate<M: CausalLm>(
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
     let mut state = model.empty_state();
-    let ids = |v: &[u32]| {
-        let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(data, [1, v.len()]), device)
-    };
+    let ids = |v: &[u32]| token_row(v, device);
     let mut logits = last_logits(model.forward_with(ids(prompt), &mut state)?)?;
     let mut out = Vec::with_capacity(config.max_new_tokens.min(4096));
     for _ in 0..config.max_new_tokens {
@@ -122,10 +120,7 @@ pub fn greedy_until<M: CausalLm>(
     stops: &[&str],
     device: &Device,
 ) -> Result<String> {
-    let tensor = |ids: &[u32]| {
-        let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device)
-    };
+    let tensor = |ids: &[u32]| token_row(ids, device);
     let mut state = model.empty_state();
     let mut logits = model.forward_with(tensor(prompt), &mut state)?;
     let mut out = vec![];

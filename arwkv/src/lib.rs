@@ -6,13 +6,12 @@
 //! inference), tokenisation and chat templates, and the run-time backend choice.
 
 pub mod bench;
-pub mod bpe;
 pub mod chat;
 pub mod checksums;
-pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod distill;
+pub mod embedded;
 pub mod error;
 pub mod eval;
 pub mod folder_path;

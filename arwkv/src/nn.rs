@@ -6,6 +6,12 @@ use burn::prelude::*;
 use crate::error::Result;
 use crate::weights::Checkpoint;
 
+/// A batch of one row of token ids, `[1, T]`, as the models take them.
+pub fn token_row(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
 /// A linear layer stored as Hugging Face stores it: `weight` is `[out, in]`, `bias` is `[out]`.
 #[derive(Module, Debug)]
 pub struct Linear {

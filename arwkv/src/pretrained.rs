@@ -66,8 +66,7 @@ impl Pretrained {
                 ids.len()
             )));
         }
-        let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device);
+        let ids = crate::nn::token_row(ids, device);
         match self {
             Self::Teacher(t) => t.model.forward(ids, None),
             Self::Student(s) => s.model.forward(ids, None),

@@ -148,7 +148,7 @@ class ArwkvCells(unittest.TestCase):
         steps = [
             ('unsafe { std::env::set_var("ARWKV_DEVICE", "wgpu") }\n'
              "let gdev = arwkv::device::current_device().unwrap();\n"
-             "let gdir = arwkv::distill::preset::tiny_assets().join(\"teacher\").display().to_string();\n"
+             "let gdir = arwkv::embedded::tiny_assets().join(\"teacher\").display().to_string();\n"
              "let gmodel = arwkv::pretrained::Pretrained::load(&gdir, &gdev).unwrap();\n"
              "let gones = burn::Tensor::<2>::ones([2, 3], &gdev);", "ok", None),
             ("gones.clone().sum().into_scalar::<f32>()", "ok", "6.0"),

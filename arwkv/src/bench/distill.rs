@@ -25,8 +25,8 @@ pub struct DistillBench {
 /// on the embedded corpus, through the same `distill::run` the CLI uses.
 pub fn bench_distill(args: &DistillBench, device_name: &str) -> Result<BenchReport> {
     use crate::data::DataConfig;
-    use crate::distill::preset::tiny_assets;
     use crate::distill::run::{Observer, RunConfig, Stage, StepMetrics, run};
+    use crate::embedded::tiny_assets;
 
     struct Collect(Vec<f64>);
     impl Observer for Collect {

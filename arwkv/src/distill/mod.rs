@@ -1,6 +1,5 @@
 //! Staged distillation of a Qwen2 teacher into its ARWKV student (`docs/METHOD.md` §5–§9).
 
-pub mod dialogue_tasks;
 pub mod dpo;
 pub mod loss;
 pub mod objective;

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::dialogue_tasks::dialogue_tasks;
 use super::pairs::build_dpo_pairs;
-use super::run::{Observer, RunConfig, Stage, StepMetrics, run};
+use super::run::{Observer, RunConfig, Stage, run};
 use super::run_dir::{Start, found_state};
 use crate::data::DataConfig;
+use crate::embedded::dialogue_tasks::dialogue_tasks;
+use crate::embedded::tiny_assets;
 use crate::error::{Error, Result};
 use crate::eval::heldout::{HeldoutReport, compare_on_heldout};
 use crate::generation::GenerationConfig;
@@ -21,14 +22,7 @@ use crate::sampling::SamplingConfig;
 use crate::save::write_atomic;
 use crate::student::PretrainedArwkv;
 use crate::teacher::PretrainedQwen2;
-use crate::train::{Decay, LrSchedule};
-
-/// Folder of the embedded default (corpus, teacher).
-pub fn tiny_assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("tiny")
-}
+use crate::train::{Decay, LrSchedule, read_metrics};
 
 /// The names `--preset` accepts.
 pub const PRESETS: [&str; 2] = ["tiny", "qwen2.5-0.5b"];
@@ -293,15 +287,6 @@ impl PresetPlan {
         };
         cfg
     }
-}
-
-/// The `metrics.jsonl` rows of the run in `out` (none when it has not run).
-pub fn read_metrics(out: &Path) -> Vec<StepMetrics> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn student_of(cfg: &RunConfig) -> String {

@@ -12,5 +12,5 @@ pub mod trainer;
 pub use objective::{MicroBatch, Objective};
 pub use optim::{AdamW, AdamWConfig, StepStats};
 pub use schedule::{Decay, LrSchedule};
-pub use step::{Observer, Stage, StepMetrics, TerminalProgress};
+pub use step::{Observer, Stage, StepMetrics, TerminalProgress, read_metrics};
 pub use trainer::{Checkpointer, LoopEnd, LoopStart, TrainLoop, train};

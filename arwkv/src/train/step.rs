@@ -52,6 +52,15 @@ pub struct StepMetrics {
     pub elapsed_s: f64,
 }
 
+/// The `metrics.jsonl` rows of the run in `out` (none when it has not run).
+pub fn read_metrics(out: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Sees a run as it goes (terminal progress, notebook plots). Returning `false` stops the run
 /// after a checkpoint (used for interrupts).
 pub trait Observer {

@@ -28,7 +28,7 @@ pub fn corpus(args: CorpusArgs) -> Result<()> {
         heldout,
         max_bytes,
     } = args;
-    let stats = arwkv::corpus::build_corpus(&from, &out, &heldout, max_bytes)?;
+    let stats = arwkv::embedded::corpus::build_corpus(&from, &out, &heldout, max_bytes)?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(())
 }
@@ -55,7 +55,7 @@ pub fn train_tokenizer(args: TrainTokenizerArgs) -> Result<()> {
         out,
     } = args;
     let files: Vec<&std::path::Path> = corpus.iter().map(|p| p.as_path()).collect();
-    arwkv::bpe::train_byte_level_bpe(&files, vocab_size, &out)?;
+    arwkv::embedded::bpe::train_byte_level_bpe(&files, vocab_size, &out)?;
     println!("wrote {}", out.join("tokenizer.json").display());
     Ok(())
 }
@@ -87,7 +87,7 @@ pub fn make_tasks(args: MakeTasksArgs) -> Result<()> {
     } = args;
     let text =
         std::fs::read_to_string(&from).with_context(|| format!("reading {}", from.display()))?;
-    let tasks = arwkv::distill::dialogue_tasks::dialogue_eval_tasks(&text, items, seed);
+    let tasks = arwkv::embedded::dialogue_tasks::dialogue_eval_tasks(&text, items, seed);
     if tasks.next_speaker_generate.is_empty() {
         bail!(
             "{}: no exchanges between two speakers found",
