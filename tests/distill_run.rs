@@ -650,3 +650,93 @@ fn a_stage_reads_only_its_own_keys_and_a_key_of_another_stage_is_named() {
     assert!(!written.contains("dpo_beta"), "{written}");
     assert_eq!(serde_json::from_str::<RunConfig>(&written).unwrap(), cfg);
 }
+
+#[test]
+fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint() {
+    use arwkv::Error;
+    use arwkv::data::DataPosition;
+    use arwkv::train::{AdamW, AdamWConfig, LoopStart, MicroBatch, Objective, TrainLoop, train};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::prelude::*;
+
+    /// A least-squares toy whose second micro-batch has a NaN loss.
+    struct NanAtSecondBatch;
+    impl Objective<Linear> for NanAtSecondBatch {
+        fn micro_batch(
+            &self,
+            model: &Linear,
+            pos: DataPosition,
+            device: &Device,
+        ) -> arwkv::Result<(MicroBatch, DataPosition)> {
+            let x = Tensor::<2>::ones([4, 3], device);
+            let y = model.forward(x).powi_scalar(2).mean();
+            let loss = if pos.batch == 1 { y * f64::NAN } else { y };
+            let next = DataPosition {
+                epoch: 0,
+                batch: pos.batch + 1,
+            };
+            Ok((MicroBatch::loss_only(loss, 4), next))
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let device = arwkv::BackendKind::from_flag_or_env(Some("cpu"))
+        .unwrap()
+        .device()
+        .unwrap()
+        .autodiff();
+    let model = LinearConfig::new(3, 2).init(&device);
+    let cfg = TrainLoop {
+        stage: Stage::Sft,
+        steps: 5,
+        grad_accum: 1,
+        save_every: 1,
+        schedule: LrSchedule::default(),
+        out: dir.path().to_path_buf(),
+    };
+    let mut saved = vec![];
+    let mut checkpoint = |_: &Linear, _: &AdamW, step: u64, _| {
+        let path = dir.path().join(format!("ck-{step}"));
+        saved.push(path.clone());
+        Ok(path)
+    };
+    let start = LoopStart::fresh(model, AdamW::new(AdamWConfig::default()));
+    let e = match train(
+        &cfg,
+        start,
+        &NanAtSecondBatch,
+        &mut checkpoint,
+        &mut Quiet,
+        &device,
+    ) {
+        Ok(_) => panic!("a NaN loss must stop the run"),
+        Err(e) => e,
+    };
+    match &e {
+        Error::Diverged {
+            step,
+            quantity,
+            value,
+            last_checkpoint,
+            ..
+        } => {
+            assert_eq!((*step, *quantity), (2, "loss"));
+            assert!(value.is_nan());
+            assert_eq!(
+                last_checkpoint.as_deref(),
+                Some(dir.path().join("ck-1").as_path())
+            );
+        }
+        other => panic!("expected Error::Diverged, got {other:?}"),
+    }
+    assert!(
+        e.to_string()
+            .contains("at step 2; stopped. Last checkpoint:"),
+        "{e}"
+    );
+    assert_eq!(
+        losses(dir.path()).len(),
+        1,
+        "the diverged step writes no metrics line"
+    );
+}

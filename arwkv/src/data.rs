@@ -253,12 +253,18 @@ impl Dataset {
         need_targets: bool,
     ) -> Result<Self> {
         if config.files.is_empty() {
-            return Err(Error::Invalid("data: no files given".into()));
+            return Err(Error::Setting {
+                scope: "data".into(),
+                key: "files".into(),
+                message: "is empty: no files given".into(),
+            });
         }
         if config.context < 2 || config.batch_size == 0 {
-            return Err(Error::Invalid(
-                "data: context must be at least 2 and batch_size at least 1".into(),
-            ));
+            return Err(Error::Setting {
+                scope: "data".into(),
+                key: "context".into(),
+                message: "must be at least 2 and batch_size at least 1".into(),
+            });
         }
         let mut bad = BadRows::default();
         let mut docs = vec![];
@@ -318,19 +324,27 @@ impl Dataset {
             }
         }
         if rows.len() < config.batch_size {
-            return Err(Error::Invalid(format!(
-                "data: {} document(s) give {} row(s) of {} tokens, fewer than one batch of {} \
+            let names: Vec<String> = config
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            return Err(Error::Data {
+                source_name: format!("data ({})", names.join(", ")),
+                message: format!(
+                    "{} document(s) give {} row(s) of {} tokens, fewer than one batch of {} \
                  ({} bad row(s) skipped{})",
-                docs.len(),
-                rows.len(),
-                config.context,
-                config.batch_size,
-                bad.count,
-                bad.first
-                    .first()
-                    .map(|f| format!(", e.g. {f}"))
-                    .unwrap_or_default()
-            )));
+                    docs.len(),
+                    rows.len(),
+                    config.context,
+                    config.batch_size,
+                    bad.count,
+                    bad.first
+                        .first()
+                        .map(|f| format!(", e.g. {f}"))
+                        .unwrap_or_default()
+                ),
+            });
         }
         Ok(Self {
             rows,

@@ -74,11 +74,10 @@ impl BackendKind {
     /// Creates the Burn device, or says why it cannot be had.
     pub fn device(self) -> Result<Device> {
         if !self.is_compiled() {
-            return Err(Error::Device(format!(
-                "backend `{}` is not compiled into this binary; rebuild with `--features {}`",
-                self.name(),
-                self.feature()
-            )));
+            return Err(Error::BackendNotCompiled {
+                backend: self.name().into(),
+                feature: self.feature().into(),
+            });
         }
         make_device(self)
     }
@@ -179,9 +178,10 @@ fn make_device(kind: BackendKind) -> Result<Device> {
             }
         }
     }
-    Err(Error::Device(format!(
-        "backend `{kind}` is not compiled into this binary"
-    )))
+    Err(Error::BackendNotCompiled {
+        backend: kind.name().into(),
+        feature: kind.feature().into(),
+    })
 }
 
 #[cfg(test)]

@@ -71,6 +71,81 @@ pub enum Error {
     /// The requested compute device is unavailable.
     #[error("device: {0}")]
     Device(String),
+    /// The requested backend was left out of this build (a cargo feature turns it on).
+    #[error(
+        "device: backend `{backend}` is not compiled into this binary; rebuild with `--features {feature}`"
+    )]
+    BackendNotCompiled {
+        /// The backend asked for (`wgpu`, `cuda`, `rocm`).
+        backend: String,
+        /// The cargo feature that compiles it in.
+        feature: String,
+    },
+    /// A setting (a key of a run, data or sampling configuration, or an option) is out of range
+    /// or inconsistent with another.
+    #[error("{scope}: {key} {message}")]
+    Setting {
+        /// Which configuration it belongs to (`run config`, `data`, `sampling`, …).
+        scope: String,
+        /// The key, dotted for nested ones (`schedule.lr`).
+        key: String,
+        /// What it must be.
+        message: String,
+    },
+    /// A data or task file gives nothing usable (bad rows are counted and named inside `message`).
+    #[error("{source_name}: {message}")]
+    Data {
+        /// The file, or the files, concerned.
+        source_name: String,
+        /// What is wrong and what was found.
+        message: String,
+    },
+    /// `--preset` (or `preset_plan`) named a preset that does not exist.
+    #[error("unknown preset `{name}` (available: {available})")]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+        /// The presets there are, comma-separated.
+        available: String,
+    },
+    /// A model was given no token ids (a prompt or batch row of length 0).
+    #[error("empty input: at least one token id is needed")]
+    EmptyInput,
+    /// A token id lies outside the model's vocabulary.
+    #[error("token id {id} is outside the vocabulary (0..{vocab})")]
+    TokenOutOfVocabulary {
+        /// The offending id.
+        id: i64,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// More token ids than the model's context holds (truncate, or use a recurrent student).
+    #[error(
+        "{tokens} token ids are more than the model's context of {context} (max_position_embeddings)"
+    )]
+    ContextOverflow {
+        /// How many ids were given.
+        tokens: usize,
+        /// The model's context.
+        context: usize,
+    },
+    /// Training stopped because the loss or the gradient norm stopped being a finite number.
+    #[error(
+        "{stage}: the {quantity} became {value} at step {step}; stopped. Last checkpoint: {}",
+        .last_checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string())
+    )]
+    Diverged {
+        /// The stage that was training.
+        stage: String,
+        /// The step that failed (1-based).
+        step: u64,
+        /// `loss` or `gradient norm`.
+        quantity: &'static str,
+        /// The value it took (NaN or ±inf).
+        value: f64,
+        /// The newest checkpoint to resume from, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
     /// A run directory holds state this run must not mix with (another run, a checkpoint made
     /// under a different config or beyond the configured steps).
     #[error("run directory {dir}: {message}")]

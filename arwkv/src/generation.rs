@@ -84,13 +84,17 @@ pub fn generate<M: CausalLm>(
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
-        return Err(Error::Invalid("the prompt has no tokens".into()));
+        return Err(Error::EmptyInput);
     }
     if config.max_new_tokens > MAX_NEW_TOKENS {
-        return Err(Error::Invalid(format!(
-            "max_new_tokens = {} is more than {MAX_NEW_TOKENS}, the most one generation may ask for",
-            config.max_new_tokens
-        )));
+        return Err(Error::Setting {
+            scope: "generation".into(),
+            key: "max_new_tokens".into(),
+            message: format!(
+                "= {} is more than {MAX_NEW_TOKENS}, the most one generation may ask for",
+                config.max_new_tokens
+            ),
+        });
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
     let mut state = model.empty_state();

@@ -60,11 +60,10 @@ impl Pretrained {
             Self::Student(s) => s.model.config.qwen.max_position_embeddings,
         };
         if ids.len() > context {
-            return Err(Error::Invalid(format!(
-                "{} token ids are more than the model's context of {context} \
-                 (max_position_embeddings)",
-                ids.len()
-            )));
+            return Err(Error::ContextOverflow {
+                tokens: ids.len(),
+                context,
+            });
         }
         let ids = crate::nn::token_row(ids, device);
         match self {

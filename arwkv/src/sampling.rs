@@ -33,16 +33,18 @@ impl SamplingConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            )));
+            return Err(Error::Setting {
+                scope: "sampling".into(),
+                key: "temperature".into(),
+                message: format!("must be >= 0, got {}", self.temperature),
+            });
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "top-p must be in (0, 1], got {}",
-                self.top_p
-            )));
+            return Err(Error::Setting {
+                scope: "sampling".into(),
+                key: "top-p".into(),
+                message: format!("must be in (0, 1], got {}", self.top_p),
+            });
         }
         Ok(())
     }

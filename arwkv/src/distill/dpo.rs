@@ -150,13 +150,17 @@ impl PreferenceData {
             })?);
         }
         if pairs.len() < batch_size || batch_size == 0 {
-            return Err(Error::Invalid(format!(
-                "DPO data: {} usable pair(s), fewer than one batch of {batch_size} ({} bad row(s) \
-                 skipped{})",
-                pairs.len(),
-                bad.count,
-                bad.example()
-            )));
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(Error::Data {
+                source_name: format!("DPO data ({})", names.join(", ")),
+                message: format!(
+                    "{} usable pair(s), fewer than one batch of {batch_size} ({} bad row(s) \
+                     skipped{})",
+                    pairs.len(),
+                    bad.count,
+                    bad.example()
+                ),
+            });
         }
         Ok(Self {
             pairs,

@@ -83,12 +83,10 @@ pub fn build_dpo_pairs(
         on_pair(lines.len());
     }
     if lines.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no usable rows ({} bad{})",
-            input.display(),
-            bad.count,
-            bad.example()
-        )));
+        return Err(Error::Data {
+            source_name: input.display().to_string(),
+            message: format!("no usable rows ({} bad{})", bad.count, bad.example()),
+        });
     }
     let mut bytes = vec![];
     for l in &lines {

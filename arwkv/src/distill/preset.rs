@@ -217,10 +217,10 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             dpo_pairs: 400,
             heldout_tokens: 65_536,
         }),
-        _ => Err(Error::Invalid(format!(
-            "unknown preset `{name}` (available: {})",
-            PRESETS.join(", ")
-        ))),
+        _ => Err(Error::UnknownPreset {
+            name: name.into(),
+            available: PRESETS.join(", "),
+        }),
     }
 }
 

@@ -234,13 +234,29 @@ impl RunConfig {
                 message: e.message().to_string(),
             })?
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            Error::Setting { key, message, .. } => Error::Config {
+                path: path.into(),
+                key,
+                message,
+            },
+            other => other,
+        })?;
         Ok(cfg)
     }
 
-    /// Checks ranges, and that the stage is one a distillation run trains.
+    /// Checks ranges, and that the stage is one a distillation run trains ([`Error::Setting`]
+    /// naming the key).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Invalid(format!("run config: {m}")));
+        // Each message starts with the key it is about.
+        let bad = |m: &str| {
+            let (key, message) = m.split_once(' ').unwrap_or((m, "is invalid"));
+            Err(Error::Setting {
+                scope: "run config".into(),
+                key: key.into(),
+                message: message.into(),
+            })
+        };
         if self.steps == 0 {
             return bad("steps must be at least 1");
         }

@@ -61,16 +61,21 @@ fn window_batches(
     device: &Device,
 ) -> Result<Vec<Tensor<2, Int>>> {
     if context < 2 || batch == 0 {
-        return Err(Error::Invalid(
-            "evaluation: context ≥ 2 and batch ≥ 1 needed".into(),
-        ));
+        return Err(Error::Setting {
+            scope: "evaluation".into(),
+            key: "context".into(),
+            message: "≥ 2 and batch ≥ 1 needed".into(),
+        });
     }
     let windows: Vec<&[u32]> = ids.chunks_exact(context).collect();
     if windows.is_empty() {
-        return Err(Error::Invalid(format!(
-            "evaluation: {} held-out tokens are fewer than one window of {context}",
-            ids.len()
-        )));
+        return Err(Error::Data {
+            source_name: "evaluation".into(),
+            message: format!(
+                "{} held-out tokens are fewer than one window of {context}",
+                ids.len()
+            ),
+        });
     }
     Ok(windows
         .chunks(batch)

@@ -214,9 +214,11 @@ pub fn evaluate(
     progress: &mut dyn FnMut(EvalProgress),
 ) -> Result<EvalReport> {
     if options.batch == 0 || options.context == 0 || options.top_k == 0 {
-        return Err(crate::error::Error::Invalid(
-            "eval: batch, context and top_k must be at least 1".into(),
-        ));
+        return Err(crate::error::Error::Setting {
+            scope: "eval".into(),
+            key: "batch, context and top_k".into(),
+            message: "must be at least 1".into(),
+        });
     }
     let mut report = EvalReport {
         models: models.iter().map(|(l, _)| l.to_string()).collect(),

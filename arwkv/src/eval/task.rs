@@ -362,12 +362,10 @@ fn read_rows(path: &Path) -> Result<(Vec<Row>, BadRows)> {
         }
     })?;
     if rows.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no usable task rows ({} bad{})",
-            path.display(),
-            bad.count,
-            bad.example()
-        )));
+        return Err(Error::Data {
+            source_name: path.display().to_string(),
+            message: format!("no usable task rows ({} bad{})", bad.count, bad.example()),
+        });
     }
     Ok((rows, bad))
 }
@@ -381,10 +379,10 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
     if path.extension().is_some_and(|e| e == "txt") {
         let text = crate::error::read_to_string(path)?;
         if text.trim().is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: the text is empty",
-                path.display()
-            )));
+            return Err(Error::Data {
+                source_name: path.display().to_string(),
+                message: "the text is empty".into(),
+            });
         }
         return Ok(Task {
             name,
@@ -395,10 +393,10 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
         });
     }
     if options.limit == Some(0) {
-        return Err(Error::Invalid(format!(
-            "{}: limit 0 would score no rows (leave it out to score them all)",
-            path.display()
-        )));
+        return Err(Error::Data {
+            source_name: path.display().to_string(),
+            message: "limit 0 would score no rows (leave it out to score them all)".into(),
+        });
     }
     let (mut rows, bad) = read_rows(path)?;
     let format = rows[0].format;
@@ -407,20 +405,24 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
         Some(file) => {
             let (shots, _) = read_rows(file)?;
             if let Some(other) = shots.iter().find(|r| r.format != format) {
-                return Err(Error::Invalid(format!(
-                    "{}: few-shot rows are {:?} but {} is {format:?}",
-                    file.display(),
-                    other.format,
-                    path.display()
-                )));
+                return Err(Error::Data {
+                    source_name: file.display().to_string(),
+                    message: format!(
+                        "few-shot rows are {:?} but {} is {format:?}",
+                        other.format,
+                        path.display()
+                    ),
+                });
             }
             if shots.len() < options.num_fewshot {
-                return Err(Error::Invalid(format!(
-                    "{}: {} few-shot example(s) asked for, the file has {}",
-                    file.display(),
-                    options.num_fewshot,
-                    shots.len()
-                )));
+                return Err(Error::Data {
+                    source_name: file.display().to_string(),
+                    message: format!(
+                        "{} few-shot example(s) asked for, the file has {}",
+                        options.num_fewshot,
+                        shots.len()
+                    ),
+                });
             }
             shots
                 .into_iter()
@@ -431,12 +433,14 @@ pub fn load_task(path: &Path, options: &TaskOptions) -> Result<Task> {
         None => {
             // The examples come from the task's own first rows; at least one row must be left.
             if options.num_fewshot >= rows.len() {
-                return Err(Error::Invalid(format!(
-                    "{}: {} few-shot example(s) taken from a task of {} row(s) leave none to score",
-                    path.display(),
-                    options.num_fewshot,
-                    rows.len()
-                )));
+                return Err(Error::Data {
+                    source_name: path.display().to_string(),
+                    message: format!(
+                        "{} few-shot example(s) taken from a task of {} row(s) leave none to score",
+                        options.num_fewshot,
+                        rows.len()
+                    ),
+                });
             }
             rows.drain(..options.num_fewshot).map(|r| r.demo).collect()
         }

@@ -98,7 +98,11 @@ impl PretrainConfig {
 /// Pretrains and saves the teacher; returns the last step's metrics.
 pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Option<StepMetrics>> {
     if cfg.steps == 0 {
-        return Err(Error::Invalid("pretrain: steps must be at least 1".into()));
+        return Err(Error::Setting {
+            scope: "pretrain".into(),
+            key: "steps".into(),
+            message: "must be at least 1".into(),
+        });
     }
     let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
         .device()?
@@ -114,9 +118,11 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
         || !m.hidden_size.is_multiple_of(m.num_attention_heads)
         || !m.num_attention_heads.is_multiple_of(m.num_key_value_heads)
     {
-        return Err(Error::Invalid(format!(
-            "pretrain: inconsistent head counts in {m:?}"
-        )));
+        return Err(Error::Setting {
+            scope: "pretrain".into(),
+            key: "model".into(),
+            message: format!("has inconsistent head counts: {m:?}"),
+        });
     }
     let config = Qwen2Config {
         vocab_size: tokenizer.vocab_size(),

@@ -345,9 +345,7 @@ impl ArwkvForCausalLM {
     ) -> Result<Tensor<3>> {
         let [_, t] = ids.dims();
         if t == 0 {
-            return Err(Error::Invalid(
-                "empty input: at least one token id is needed".into(),
-            ));
+            return Err(Error::EmptyInput);
         }
         let mut x = embedding(self.model.embed_tokens.weight.val(), ids);
         let mut v_first = None;

@@ -389,9 +389,7 @@ impl Qwen2ForCausalLM {
     ) -> Result<Tensor<3>> {
         let [_, t] = ids.dims();
         if t == 0 {
-            return Err(Error::Invalid(
-                "empty input: at least one token id is needed".into(),
-            ));
+            return Err(Error::EmptyInput);
         }
         let start = cache.as_ref().map_or(0, |c| c.len());
         let device = ids.device();
@@ -433,9 +431,10 @@ pub fn check_ids(ids: &Tensor<2, Int>, vocab: usize) -> Result<()> {
         .as_slice::<i64>()
         .map_err(|e| Error::Invalid(format!("token ids: {e:?}")))?;
     if let Some(bad) = values.iter().find(|&&id| id < 0 || id >= vocab) {
-        return Err(Error::Invalid(format!(
-            "token id {bad} is outside the vocabulary (0..{vocab})"
-        )));
+        return Err(Error::TokenOutOfVocabulary {
+            id: *bad,
+            vocab: vocab as usize,
+        });
     }
     Ok(())
 }

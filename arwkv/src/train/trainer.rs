@@ -121,12 +121,13 @@ pub fn train<M: Module + Clone>(
         let (next, stats) = opt.step(model, grads, lr);
         model = next;
         if !stats.grad_norm.is_finite() {
-            return Err(Error::Invalid(format!(
-                "{:?}: the gradient norm became {} at step {}; stopped",
-                cfg.stage,
-                stats.grad_norm,
-                step + 1
-            )));
+            return Err(Error::Diverged {
+                stage: format!("{:?}", cfg.stage),
+                step: step + 1,
+                quantity: "gradient norm",
+                value: stats.grad_norm,
+                last_checkpoint,
+            });
         }
         step += 1;
         let m = sums.metrics(cfg, step, lr, stats.grad_norm, t0, started);
@@ -252,12 +253,13 @@ fn accumulate_gradients<M: Module>(
         let value = micro.loss.clone().into_scalar::<f64>();
         if !value.is_finite() {
             let (step, checkpoint) = at;
-            return Err(Error::Invalid(format!(
-                "{:?}: the loss became {value} at step {}; stopped. Last checkpoint: {}",
-                cfg.stage,
-                step + 1,
-                checkpoint.map_or("none".into(), |p| p.display().to_string())
-            )));
+            return Err(Error::Diverged {
+                stage: format!("{:?}", cfg.stage),
+                step: step + 1,
+                quantity: "loss",
+                value,
+                last_checkpoint: checkpoint.map(Path::to_path_buf),
+            });
         }
         sums.add(&micro, value);
         let g = GradientsParams::from_grads((micro.loss / cfg.grad_accum as f64).backward(), model);
