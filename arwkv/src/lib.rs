@@ -18,6 +18,7 @@ pub mod folder_path;
 pub mod generation;
 pub mod hub;
 pub mod jsonl;
+pub mod model_folder;
 pub mod nn;
 pub mod notebook;
 pub mod pretrain;

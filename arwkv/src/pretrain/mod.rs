@@ -160,7 +160,12 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
         out: run_dir,
     };
     let mut save = |model: &Qwen2ForCausalLM, _: &AdamW, _, _| {
-        save_pretrained(&model.clone().no_grad(), &cfg.out, Some(&cfg.tokenizer))?;
+        save_pretrained(
+            &model.clone().no_grad(),
+            &cfg.out,
+            Some(&cfg.tokenizer),
+            crate::save::DEFAULT_MAX_SHARD_BYTES,
+        )?;
         Ok(cfg.out.clone())
     };
     let start = LoopStart::fresh(model, AdamW::new(cfg.optim.clone()));

@@ -8,9 +8,10 @@ pub mod pretrained;
 pub mod state;
 pub mod time_mixer;
 
+pub use crate::model_folder::save_pretrained;
 pub use config::{ArwkvConfig, LoraRanks};
 pub use model::{ArwkvForCausalLM, StudentOptions};
-pub use pretrained::{PretrainedArwkv, save_pretrained};
+pub use pretrained::PretrainedArwkv;
 pub use state::RecurrentState;
 pub use time_mixer::{TimeMixState, TimeMixer};
 

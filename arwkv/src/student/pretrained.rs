@@ -1,107 +1,34 @@
-//! A student as found on disk (`rwkv_hybrid` layout, `docs/METHOD.md` §10): config, weights,
-//! tokenizer and chat template of one folder; and saving one.
+//! A student as found on disk (`rwkv_hybrid` layout, `docs/METHOD.md` §10): a [`ModelFolder`]
+//! holding an ARWKV network.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::Device;
 
 use super::config::ArwkvConfig;
 use super::model::ArwkvForCausalLM;
-use crate::chat::ChatTemplate;
-use crate::error::{Error, Result};
-use crate::save::{save_safetensors, write_atomic};
-use crate::tokenizer::TextTokenizer;
+use crate::error::Result;
+use crate::model_folder::{FolderModel, ModelFolder};
+use crate::save::NamedTensor;
 use crate::weights::Checkpoint;
 
 /// Everything loaded from an ARWKV student folder.
-pub struct PretrainedArwkv {
-    /// The network.
-    pub model: ArwkvForCausalLM,
-    /// `tokenizer.json`, when the folder has one.
-    pub tokenizer: Option<TextTokenizer>,
-    /// The chat template, when the folder has one.
-    pub chat_template: Option<ChatTemplate>,
-    /// The resolved folder.
-    pub dir: PathBuf,
-    /// Stored dtypes of the weights.
-    pub stored_dtypes: Vec<String>,
-    /// Number of safetensors files.
-    pub shard_count: usize,
-}
+pub type PretrainedArwkv = ModelFolder<ArwkvForCausalLM>;
 
-impl PretrainedArwkv {
-    /// Resolves `model` (folder or `org/name`) and loads config, weights, tokenizer and template.
-    pub fn load(model: &str, device: &Device) -> Result<Self> {
-        Self::load_parts(model, device, true)
+impl FolderModel for ArwkvForCausalLM {
+    fn load_from_folder(config_json: &Path, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        ArwkvForCausalLM::load(ArwkvConfig::from_file(config_json)?, ck, device)
     }
 
-    /// Loads config and weights only.
-    pub fn load_weights_only(model: &str, device: &Device) -> Result<Self> {
-        Self::load_parts(model, device, false)
+    fn named_tensors(&self) -> Vec<NamedTensor> {
+        ArwkvForCausalLM::named_tensors(self)
     }
 
-    fn load_parts(model: &str, device: &Device, with_text: bool) -> Result<Self> {
-        let dir = crate::hub::resolve_model(model)?;
-        crate::checksums::verify_folder(&dir)?;
-        let config = ArwkvConfig::from_file(&dir.join("config.json"))?;
-        let ck = Checkpoint::open_dir(&dir)?;
-        let net = ArwkvForCausalLM::load(config, &ck, device)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if with_text && tokenizer_path.is_file() {
-            Some(TextTokenizer::from_file(&tokenizer_path)?)
-        } else {
-            None
-        };
-        let chat_template = if with_text {
-            ChatTemplate::from_model_dir(&dir)?
-        } else {
-            None
-        };
-        Ok(Self {
-            model: net,
-            tokenizer,
-            chat_template,
-            stored_dtypes: ck.stored_dtypes().into_iter().collect(),
-            shard_count: ck.shard_count(),
-            dir,
-        })
+    fn config_json(&self) -> serde_json::Value {
+        self.config.to_json()
     }
 
-    /// The tokenizer, or an error saying the folder has none.
-    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| Error::Tokenizer {
-            path: self.dir.join("tokenizer.json"),
-            message: "file not found: this model folder has no tokenizer".into(),
-        })
+    fn eos_token_ids(&self) -> &[u32] {
+        &self.config.qwen.eos_token_ids
     }
-
-    /// Token ids that end a generation: the config's eos ids plus `<|im_end|>`/`<|endoftext|>`.
-    pub fn stop_ids(&self) -> Vec<u32> {
-        crate::tokenizer::stop_ids(
-            &self.model.config.qwen.eos_token_ids,
-            self.tokenizer.as_ref(),
-        )
-    }
-}
-
-/// Writes `model` into `dir` in the `rwkv_hybrid` layout: `config.json`, f32 safetensors (sharded
-/// above `max_shard_bytes`), and the text files of `assets_from` (usually the teacher's folder).
-pub fn save_pretrained(
-    model: &ArwkvForCausalLM,
-    dir: &Path,
-    assets_from: Option<&Path>,
-    max_shard_bytes: usize,
-) -> Result<()> {
-    save_safetensors(dir, &model.named_tensors(), max_shard_bytes)?;
-    if let Some(src) = assets_from {
-        for name in crate::save::TEXT_FILES {
-            let from = src.join(name);
-            if from.is_file() && src != dir {
-                let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
-                write_atomic(&dir.join(name), &bytes)?;
-            }
-        }
-    }
-    let config = serde_json::to_string_pretty(&model.config.to_json()).expect("config serialises");
-    write_atomic(&dir.join("config.json"), config.as_bytes())
 }

@@ -9,7 +9,8 @@ pub use cache::KvCache;
 pub use config::Qwen2Config;
 pub use model::Qwen2ForCausalLM;
 pub mod pretrained;
-pub use pretrained::{PretrainedQwen2, save_pretrained};
+pub use crate::model_folder::save_pretrained;
+pub use pretrained::PretrainedQwen2;
 
 /// A human-readable summary of a loaded model folder (for `arwkv inspect`).
 pub fn describe(t: &PretrainedQwen2) -> String {
