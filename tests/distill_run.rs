@@ -739,4 +739,22 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
         1,
         "the diverged step writes no metrics line"
     );
+    // A loop that would divide by zero or never save is refused before it starts.
+    let zero = TrainLoop {
+        save_every: 0,
+        ..cfg.clone()
+    };
+    let model = LinearConfig::new(3, 2).init(&device);
+    let start = LoopStart::fresh(model, AdamW::new(AdamWConfig::default()));
+    let e = train(
+        &zero,
+        start,
+        &NanAtSecondBatch,
+        &mut |_: &Linear, _: &AdamW, _, _| Ok(dir.path().to_path_buf()),
+        &mut Quiet,
+        &device,
+    )
+    .err()
+    .expect("save_every = 0 is refused");
+    assert!(matches!(e, Error::Setting { .. }), "{e}");
 }

@@ -178,6 +178,26 @@ pub fn read_to_string(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
+/// Parses TOML read from `path`; an error names the file and the line and column.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| Error::Config {
+        path: path.into(),
+        key: e
+            .span()
+            .map(|s| line_and_column(text, s.start))
+            .unwrap_or_default(),
+        message: e.message().to_string(),
+    })
+}
+
+/// `line L, column C` (1-based, columns in characters) of a byte offset into `text`.
+pub fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}")
+}
+
 /// Reads and parses a JSON file, naming it in the error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
     let text = read_to_string(path)?;

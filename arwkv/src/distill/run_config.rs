@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::objective::{AlignConfig, DpoConfig, KlConfig, SftConfig};
 use crate::data::DataConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, line_and_column};
 use crate::student::StudentOptions;
 pub use crate::train::Stage;
 use crate::train::{AdamWConfig, LrSchedule};
@@ -225,14 +225,7 @@ impl RunConfig {
             })?
         } else {
             check_toml_keys(path, &text)?;
-            toml::from_str(&text).map_err(|e| Error::Config {
-                path: path.into(),
-                key: e
-                    .span()
-                    .map(|s| line_and_column(&text, s.start))
-                    .unwrap_or_default(),
-                message: e.message().to_string(),
-            })?
+            crate::error::parse_toml(path, &text)?
         };
         cfg.validate().map_err(|e| match e {
             Error::Setting { key, message, .. } => Error::Config {
@@ -375,12 +368,4 @@ fn check_json_keys(path: &Path, value: &serde_json::Value) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `line L, column C` (1-based, columns in characters) of a byte offset into `text`.
-fn line_and_column(text: &str, offset: usize) -> String {
-    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("line {line}, column {column}")
 }

@@ -84,14 +84,7 @@ impl PretrainConfig {
     /// Reads a TOML config.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let text = crate::error::read_to_string(path)?;
-        toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.into(),
-            key: e
-                .span()
-                .map(|s| format!("bytes {}..{}", s.start, s.end))
-                .unwrap_or_default(),
-            message: e.message().to_string(),
-        })
+        crate::error::parse_toml(path, &text)
     }
 }
 

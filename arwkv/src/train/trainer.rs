@@ -93,6 +93,13 @@ pub fn train<M: Module + Clone>(
     observer: &mut dyn Observer,
     device: &Device,
 ) -> Result<LoopEnd<M>> {
+    if cfg.grad_accum == 0 || cfg.save_every == 0 {
+        return Err(Error::Setting {
+            scope: "training loop".into(),
+            key: "grad_accum and save_every".into(),
+            message: "must be at least 1".into(),
+        });
+    }
     let LoopStart {
         mut model,
         mut opt,
@@ -247,7 +254,7 @@ fn accumulate_gradients<M: Module>(
 ) -> Result<(GradientsParams, StepSums)> {
     let mut grads: Option<GradientsParams> = None;
     let mut sums = StepSums::default();
-    for _ in 0..cfg.grad_accum.max(1) {
+    for _ in 0..cfg.grad_accum {
         let (micro, next) = objective.micro_batch(model, *pos, device)?;
         *pos = next;
         let value = micro.loss.clone().into_scalar::<f64>();
