@@ -21,6 +21,7 @@ pub mod jsonl;
 pub mod model_folder;
 pub mod nn;
 pub mod notebook;
+pub mod param_tree;
 pub mod pretrain;
 pub mod pretrained;
 pub mod sampling;

@@ -3,8 +3,31 @@
 use burn::module::Param;
 use burn::prelude::*;
 
-use crate::error::Result;
-use crate::weights::Checkpoint;
+use crate::param_tree::deferred;
+
+/// What a freshly built layer holds before any training.
+#[derive(Clone, Copy, Debug)]
+pub enum Fill {
+    /// Weights and biases drawn from N(0, std²), norms at unit scale (training from scratch).
+    Normal(f64),
+    /// Nothing computed: a skeleton whose parameters a checkpoint or another model fills
+    /// (`param_tree::fill`).
+    Deferred,
+}
+
+impl Fill {
+    /// A weight or bias of `shape`.
+    pub fn tensor<const D: usize>(self, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+        match self {
+            Self::Normal(std) => Param::from_tensor(Tensor::random(
+                shape,
+                burn::tensor::Distribution::Normal(0.0, std),
+                device,
+            )),
+            Self::Deferred => deferred(shape, device),
+        }
+    }
+}
 
 /// A batch of one row of token ids, `[1, T]`, as the models take them.
 pub fn token_row(ids: &[u32], device: &Device) -> Tensor<2, Int> {
@@ -27,35 +50,11 @@ impl Linear {
         linear_hf(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
-    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) from a checkpoint.
-    pub fn load(
-        ck: &Checkpoint,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        device: &Device,
-    ) -> Result<Self> {
-        let weight =
-            Param::from_tensor(ck.load(&format!("{prefix}.weight"), [d_out, d_in], device)?);
-        let bias = if bias {
-            Some(Param::from_tensor(ck.load(
-                &format!("{prefix}.bias"),
-                [d_out],
-                device,
-            )?))
-        } else {
-            None
-        };
-        Ok(Self { weight, bias })
-    }
-
-    /// A layer with weights drawn from N(0, std²) and biases from N(0, bias_std²).
-    pub fn random(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Self {
-        let normal = |s: f64| burn::tensor::Distribution::Normal(0.0, s);
+    /// A `[d_out, d_in]` layer (plus a `[d_out]` bias when `bias`) with values as `fill` says.
+    pub fn new(d_in: usize, d_out: usize, bias: bool, fill: Fill, device: &Device) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::random([d_out, d_in], normal(std), device)),
-            bias: bias.then(|| Param::from_tensor(Tensor::random([d_out], normal(std), device))),
+            weight: fill.tensor([d_out, d_in], device),
+            bias: bias.then(|| fill.tensor([d_out], device)),
         }
     }
 }
@@ -101,26 +100,13 @@ impl RmsNorm {
         normed * self.weight.val().unsqueeze()
     }
 
-    /// Loads `{prefix}.weight`.
-    pub fn load(
-        ck: &Checkpoint,
-        prefix: &str,
-        hidden: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [hidden], device)?),
-            eps,
-        })
-    }
-
-    /// A norm with unit scale.
-    pub fn ones(hidden: usize, eps: f64, device: &Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([hidden], device)),
-            eps,
-        }
+    /// A norm of width `hidden`: unit scale, or deferred when `fill` is.
+    pub fn new(hidden: usize, eps: f64, fill: Fill, device: &Device) -> Self {
+        let weight = match fill {
+            Fill::Normal(_) => Param::from_tensor(Tensor::ones([hidden], device)),
+            Fill::Deferred => deferred([hidden], device),
+        };
+        Self { weight, eps }
     }
 }
 
@@ -154,20 +140,5 @@ impl GroupNorm {
             bias: Param::from_tensor(Tensor::zeros([channels], device)),
             eps,
         }
-    }
-
-    /// Loads `{prefix}.weight` and `{prefix}.bias`.
-    pub fn load(
-        ck: &Checkpoint,
-        prefix: &str,
-        channels: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            weight: Param::from_tensor(ck.load(&format!("{prefix}.weight"), [channels], device)?),
-            bias: Param::from_tensor(ck.load(&format!("{prefix}.bias"), [channels], device)?),
-            eps,
-        })
     }
 }

@@ -40,6 +40,27 @@ pub enum NamedTensor {
 }
 
 impl NamedTensor {
+    /// Names a parameter of rank 1, 2 or 3 (the ranks a model stores).
+    pub fn new<const D: usize>(name: String, tensor: Tensor<D>) -> Self {
+        let dims = tensor.dims();
+        match dims.as_slice() {
+            [a] => Self::D1(name, tensor.reshape([*a])),
+            [a, b] => Self::D2(name, tensor.reshape([*a, *b])),
+            [a, b, c] => Self::D3(name, tensor.reshape([*a, *b, *c])),
+            _ => unreachable!("`{name}`: models store parameters of rank 1 to 3, not {D}"),
+        }
+    }
+
+    /// The value at rank `D` with `shape` (its own shape, checked by the caller), detached from
+    /// any autodiff graph so that it can become another model's parameter.
+    pub fn reshaped<const D: usize>(&self, shape: [usize; D]) -> Tensor<D> {
+        match self {
+            Self::D1(_, t) => t.clone().detach().reshape(shape),
+            Self::D2(_, t) => t.clone().detach().reshape(shape),
+            Self::D3(_, t) => t.clone().detach().reshape(shape),
+        }
+    }
+
     /// The checkpoint name.
     pub fn name(&self) -> &str {
         match self {

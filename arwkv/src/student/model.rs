@@ -9,9 +9,10 @@ use burn::tensor::module::embedding;
 use super::config::ArwkvConfig;
 use super::init::InitRng;
 use super::state::RecurrentState;
-use super::time_mixer::{TimeMixOutput, TimeMixState, TimeMixer};
+use super::time_mixer::{TimeMixOutput, TimeMixState, TimeMixer, unused_in_layer_zero};
 use crate::error::{Error, Result};
-use crate::nn::{Linear, RmsNorm};
+use crate::nn::{Fill, Linear, RmsNorm};
+use crate::param_tree::{ModelTensors, fill, named_tensors};
 use crate::save::NamedTensor;
 use crate::teacher::Qwen2ForCausalLM;
 use crate::teacher::model::{Embedding, Qwen2Mlp};
@@ -105,28 +106,6 @@ impl ArwkvDecoderLayer {
     }
 }
 
-fn copy(p: &Param<Tensor<1>>) -> Param<Tensor<1>> {
-    Param::from_tensor(p.val())
-}
-
-fn copy2(p: &Param<Tensor<2>>) -> Param<Tensor<2>> {
-    Param::from_tensor(p.val())
-}
-
-fn copy_linear(l: &Linear) -> Linear {
-    Linear {
-        weight: copy2(&l.weight),
-        bias: l.bias.as_ref().map(copy),
-    }
-}
-
-fn copy_norm(n: &RmsNorm) -> RmsNorm {
-    RmsNorm {
-        weight: copy(&n.weight),
-        eps: n.eps,
-    }
-}
-
 /// Expands a GQA projection `[KV·d, C]` to `[H·d, C]`: query head h reads kv head ⌊h / groups⌋.
 fn expand_kv_rows(weight: Tensor<2>, kv_heads: usize, groups: usize) -> Tensor<2> {
     let [rows, c] = weight.dims();
@@ -138,12 +117,45 @@ fn expand_kv_rows(weight: Tensor<2>, kv_heads: usize, groups: usize) -> Tensor<2
 }
 
 impl ArwkvForCausalLM {
-    /// A student of `teacher`: embeddings, norms, MLPs and head copied; every attention replaced
-    /// by a freshly initialised time mixer (or one copied from it, with `init_from_attention`).
+    /// A student of `config`: time mixers drawn from `rng` (deferred when `None`), everything the
+    /// teacher provides (embeddings, norms, MLPs, head) deferred, to be filled from a teacher or a
+    /// checkpoint.
+    fn new(config: ArwkvConfig, mut rng: Option<&mut InitRng>, device: &Device) -> Self {
+        let q = &config.qwen;
+        let (c, eps, deferred) = (q.hidden_size, q.rms_norm_eps, Fill::Deferred);
+        let layers = (0..q.num_hidden_layers)
+            .map(|i| ArwkvDecoderLayer {
+                input_layernorm: RmsNorm::new(c, eps, deferred, device),
+                self_attn: RwkvAttention {
+                    time_mixer: match rng.as_deref_mut() {
+                        Some(rng) => TimeMixer::init(i, &config, rng, device),
+                        None => TimeMixer::skeleton(i, &config, device),
+                    },
+                },
+                post_attention_layernorm: RmsNorm::new(c, eps, deferred, device),
+                mlp: Qwen2Mlp::new(c, q.intermediate_size, deferred, device),
+            })
+            .collect();
+        Self {
+            model: ArwkvModel {
+                embed_tokens: Embedding {
+                    weight: deferred.tensor([q.vocab_size, c], device),
+                },
+                layers,
+                norm: RmsNorm::new(c, eps, deferred, device),
+            },
+            lm_head: (!q.tie_word_embeddings)
+                .then(|| Linear::new(c, q.vocab_size, false, deferred, device)),
+            config,
+        }
+    }
+
+    /// A student of `teacher`: embeddings, norms, MLPs and head taken from it under the same names;
+    /// every attention replaced by a freshly initialised time mixer (or one copied from it, with
+    /// `init_from_attention`).
     pub fn from_teacher(teacher: &Qwen2ForCausalLM, options: &StudentOptions) -> Result<Self> {
         let config = ArwkvConfig::from_teacher(&teacher.config, options.gate, options.group_norm)?;
         let device = teacher.model.embed_tokens.weight.val().device();
-        let mut rng = InitRng::new(options.seed);
         let q = &teacher.config;
         if options.init_from_attention && q.num_attention_heads * q.head_dim != q.hidden_size {
             return Err(Error::Invalid(format!(
@@ -151,157 +163,49 @@ impl ArwkvForCausalLM {
                 q.num_attention_heads, q.head_dim, q.hidden_size
             )));
         }
-        let mut layers = Vec::with_capacity(teacher.model.layers.len());
-        for (i, t) in teacher.model.layers.iter().enumerate() {
-            let mut mixer = TimeMixer::init(i, &config, &mut rng, &device);
-            if options.init_from_attention {
-                let a = &t.self_attn;
+        let mut rng = InitRng::new(options.seed);
+        let fresh = Self::new(config, Some(&mut rng), &device);
+        let mut student = fill(fresh, &ModelTensors::of(teacher), "", &device, |name| {
+            name.contains(".time_mixer.")
+        })?;
+        if options.init_from_attention {
+            for (layer, t) in student.model.layers.iter_mut().zip(&teacher.model.layers) {
+                let (mixer, a) = (&mut layer.self_attn.time_mixer, &t.self_attn);
                 let groups = a.num_heads / a.num_kv_heads;
                 let set = |w: Tensor<2>| Linear {
                     weight: Param::from_tensor(w),
                     bias: None,
                 };
+                let expand = |w: &Linear| expand_kv_rows(w.weight.val(), a.num_kv_heads, groups);
                 mixer.receptance = set(a.q_proj.weight.val());
-                mixer.key = set(expand_kv_rows(
-                    a.k_proj.weight.val(),
-                    a.num_kv_heads,
-                    groups,
-                ));
-                mixer.value = set(expand_kv_rows(
-                    a.v_proj.weight.val(),
-                    a.num_kv_heads,
-                    groups,
-                ));
+                mixer.key = set(expand(&a.k_proj));
+                mixer.value = set(expand(&a.v_proj));
                 mixer.output = set(a.o_proj.weight.val());
             }
-            layers.push(ArwkvDecoderLayer {
-                input_layernorm: copy_norm(&t.input_layernorm),
-                self_attn: RwkvAttention { time_mixer: mixer },
-                post_attention_layernorm: copy_norm(&t.post_attention_layernorm),
-                mlp: Qwen2Mlp {
-                    gate_proj: copy_linear(&t.mlp.gate_proj),
-                    up_proj: copy_linear(&t.mlp.up_proj),
-                    down_proj: copy_linear(&t.mlp.down_proj),
-                },
-            });
         }
-        Ok(Self {
-            model: ArwkvModel {
-                embed_tokens: Embedding {
-                    weight: copy2(&teacher.model.embed_tokens.weight),
-                },
-                layers,
-                norm: copy_norm(&teacher.model.norm),
-            },
-            lm_head: teacher.lm_head.as_ref().map(copy_linear),
-            config,
-        })
+        Ok(student)
     }
 
     /// Loads every tensor of an `rwkv_hybrid` checkpoint; fails on missing, misshapen or
     /// unexpected tensors, naming them.
     pub fn load(config: ArwkvConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let q = &config.qwen;
-        let (c, inter, eps) = (q.hidden_size, q.intermediate_size, q.rms_norm_eps);
-        ck.check_layer_count(q.num_hidden_layers)?;
-        let mut layers = Vec::with_capacity(q.num_hidden_layers);
-        for i in 0..q.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(ArwkvDecoderLayer {
-                input_layernorm: RmsNorm::load(
-                    ck,
-                    &format!("{p}.input_layernorm"),
-                    c,
-                    eps,
-                    device,
-                )?,
-                self_attn: RwkvAttention {
-                    time_mixer: TimeMixer::load(
-                        ck,
-                        &format!("{p}.self_attn.time_mixer"),
-                        i,
-                        &config,
-                        device,
-                    )?,
-                },
-                post_attention_layernorm: RmsNorm::load(
-                    ck,
-                    &format!("{p}.post_attention_layernorm"),
-                    c,
-                    eps,
-                    device,
-                )?,
-                mlp: Qwen2Mlp::load(ck, &format!("{p}.mlp"), c, inter, device)?,
-            });
-        }
-        let embed_tokens = Embedding {
-            weight: Param::from_tensor(ck.load(
-                "model.embed_tokens.weight",
-                [q.vocab_size, c],
-                device,
-            )?),
-        };
-        let norm = RmsNorm::load(ck, "model.norm", c, eps, device)?;
-        let tied = q.tie_word_embeddings;
-        let lm_head = (!tied)
-            .then(|| Linear::load(ck, "lm_head", c, q.vocab_size, false, device))
-            .transpose()?;
+        ck.check_layer_count(config.qwen.num_hidden_layers)?;
+        let tied = config.qwen.tie_word_embeddings;
         let gate_free = !config.has_gate;
+        let skeleton = Self::new(config, None, device);
+        let model = fill(skeleton, ck, "", device, |name| {
+            name.starts_with("model.layers.0.") && unused_in_layer_zero(name)
+        })?;
         // The training code creates x_g even without a gate; tied checkpoints may carry the head.
         ck.ensure_all_used(|name| {
             (tied && name == "lm_head.weight") || (gate_free && name.ends_with("time_mixer.x_g"))
         })?;
-        Ok(Self {
-            model: ArwkvModel {
-                embed_tokens,
-                layers,
-                norm,
-            },
-            lm_head,
-            config,
-        })
+        Ok(model)
     }
 
     /// Every parameter with its checkpoint name, in checkpoint order.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
-        let mut out = vec![NamedTensor::D2(
-            "model.embed_tokens.weight".into(),
-            self.model.embed_tokens.weight.val(),
-        )];
-        for (i, l) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push(NamedTensor::D1(
-                format!("{p}.input_layernorm.weight"),
-                l.input_layernorm.weight.val(),
-            ));
-            out.extend(
-                l.self_attn
-                    .time_mixer
-                    .named_tensors(&format!("{p}.self_attn.time_mixer")),
-            );
-            out.push(NamedTensor::D1(
-                format!("{p}.post_attention_layernorm.weight"),
-                l.post_attention_layernorm.weight.val(),
-            ));
-            for (name, lin) in [
-                ("gate_proj", &l.mlp.gate_proj),
-                ("up_proj", &l.mlp.up_proj),
-                ("down_proj", &l.mlp.down_proj),
-            ] {
-                out.push(NamedTensor::D2(
-                    format!("{p}.mlp.{name}.weight"),
-                    lin.weight.val(),
-                ));
-            }
-        }
-        out.push(NamedTensor::D1(
-            "model.norm.weight".into(),
-            self.model.norm.weight.val(),
-        ));
-        if let Some(head) = &self.lm_head {
-            out.push(NamedTensor::D2("lm_head.weight".into(), head.weight.val()));
-        }
-        out
+        named_tensors(self)
     }
 
     /// Only the time mixers keep gradients (stage 1's trainable set, `docs/METHOD.md` §5).

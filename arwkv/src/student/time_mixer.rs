@@ -23,7 +23,7 @@ use super::config::ArwkvConfig;
 use super::init::{InitRng, LayerSchedule, channel_vector, matrix};
 use crate::error::{Error, Result};
 use crate::nn::{GroupNorm, Linear};
-use crate::save::NamedTensor;
+use crate::param_tree::{deferred, fill};
 use crate::weights::Checkpoint;
 use crate::wkv7::wkv7;
 
@@ -114,6 +114,12 @@ pub struct TimeMixer {
     pub head_size: usize,
 }
 
+/// Whether `name` is one of the value-residual parameters (`v0`, `v1`, `v2`) that layer 0 never
+/// uses: checkpoints may omit them there, and they then keep their initial values.
+pub fn unused_in_layer_zero(name: &str) -> bool {
+    matches!(name.rsplit('.').next(), Some("v0" | "v1" | "v2"))
+}
+
 /// `x [B,T,C] · m [C,R]` → `[B,T,R]`.
 fn low_rank(x: Tensor<3>, m: &Param<Tensor<2>>) -> Tensor<3> {
     let [b, t, c] = x.dims();
@@ -126,6 +132,40 @@ impl TimeMixer {
     /// A freshly initialised time mixer for layer `layer` (`docs/METHOD.md` §4; the gate starts as the
     /// identity, see docs/DECISIONS.md).
     pub fn init(layer: usize, cfg: &ArwkvConfig, rng: &mut InitRng, device: &Device) -> Self {
+        Self::build(layer, cfg, Some(rng), device)
+    }
+
+    /// Loads `{prefix}.*` (prefix = `model.layers.i.self_attn.time_mixer`). Layer 0's unused
+    /// `v0/v1/v2` may be absent; they then take their initial values.
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        layer: usize,
+        cfg: &ArwkvConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        fill(
+            Self::skeleton(layer, cfg, device),
+            ck,
+            &format!("{prefix}."),
+            device,
+            |name| layer == 0 && unused_in_layer_zero(name),
+        )
+    }
+
+    /// The mixer of layer `layer` with its random matrices deferred (a checkpoint fills them).
+    pub fn skeleton(layer: usize, cfg: &ArwkvConfig, device: &Device) -> Self {
+        Self::build(layer, cfg, None, device)
+    }
+
+    /// The mixer of layer `layer`. Constants and the layer schedule are set here; the random
+    /// matrices are drawn from `rng`, or left deferred for a checkpoint to fill when it is `None`.
+    fn build(
+        layer: usize,
+        cfg: &ArwkvConfig,
+        mut rng: Option<&mut InitRng>,
+        device: &Device,
+    ) -> Self {
         let c = cfg.qwen.hidden_size;
         let (h, n) = (cfg.num_wkv_heads(), cfg.head_size);
         let s = LayerSchedule::new(layer, cfg.qwen.num_hidden_layers, c);
@@ -133,12 +173,18 @@ impl TimeMixer {
         let vec3 = |v: Vec<f32>| Param::from_tensor(channel_vector(v, device));
         let fill = |x: f32| vec3(vec![x; c]);
         let zeros2 = |r: usize, cc: usize| Param::from_tensor(Tensor::zeros([r, cc], device));
-        let mut orth =
-            |r: usize| Param::from_tensor(matrix(rng.orthogonal(r, c, 0.1), r, c, device));
+        let mut draw =
+            |rows: usize, cols: usize, values: &dyn Fn(&mut InitRng) -> Vec<f32>| match rng
+                .as_deref_mut()
+            {
+                Some(rng) => Param::from_tensor(matrix(values(rng), rows, cols, device)),
+                None => deferred([rows, cols], device),
+            };
+        let mut orth = |r: usize| draw(r, c, &|rng| rng.orthogonal(r, c, 0.1));
         let (w2, a2, v2) = (orth(ranks.decay), orth(ranks.iclr), orth(ranks.value));
         let bound = 1.0 / (c as f64).sqrt();
         let mut projection = || Linear {
-            weight: Param::from_tensor(matrix(rng.uniform(c, c, bound), c, c, device)),
+            weight: draw(c, c, &|rng| rng.uniform(c, c, bound)),
             bias: None,
         };
         let (receptance, key, value, output) =
@@ -182,126 +228,6 @@ impl TimeMixer {
             num_heads: h,
             head_size: n,
         }
-    }
-
-    /// Loads `{prefix}.*` (prefix = `model.layers.i.self_attn.time_mixer`). Layer 0's unused
-    /// `v0/v1/v2` may be absent; they then take their initial values.
-    pub fn load(
-        ck: &Checkpoint,
-        prefix: &str,
-        layer: usize,
-        cfg: &ArwkvConfig,
-        device: &Device,
-    ) -> Result<Self> {
-        let c = cfg.qwen.hidden_size;
-        let (h, n) = (cfg.num_wkv_heads(), cfg.head_size);
-        let r = cfg.ranks;
-        let name = |field: &str| format!("{prefix}.{field}");
-        let vec3 = |f: &str| -> Result<Param<Tensor<3>>> {
-            Ok(Param::from_tensor(ck.load(&name(f), [1, 1, c], device)?))
-        };
-        let mat = |f: &str, rows: usize, cols: usize| -> Result<Param<Tensor<2>>> {
-            Ok(Param::from_tensor(ck.load(
-                &name(f),
-                [rows, cols],
-                device,
-            )?))
-        };
-        let linear = |f: &str| Linear::load(ck, &name(f), c, c, false, device);
-        let (v0, v1, v2) = if layer == 0 && !ck.contains(&name("v0")) {
-            (
-                Param::from_tensor(Tensor::ones([1, 1, c], device)),
-                Param::from_tensor(Tensor::zeros([c, r.value], device)),
-                Param::from_tensor(Tensor::zeros([r.value, c], device)),
-            )
-        } else {
-            (vec3("v0")?, mat("v1", c, r.value)?, mat("v2", r.value, c)?)
-        };
-        let gated = |f: &str, shape: (usize, usize)| -> Result<Option<Param<Tensor<2>>>> {
-            cfg.has_gate.then(|| mat(f, shape.0, shape.1)).transpose()
-        };
-        Ok(Self {
-            x_r: vec3("x_r")?,
-            x_w: vec3("x_w")?,
-            x_k: vec3("x_k")?,
-            x_v: vec3("x_v")?,
-            x_a: vec3("x_a")?,
-            x_g: cfg.has_gate.then(|| vec3("x_g")).transpose()?,
-            w0: vec3("w0")?,
-            w1: mat("w1", c, r.decay)?,
-            w2: mat("w2", r.decay, c)?,
-            a0: vec3("a0")?,
-            a1: mat("a1", c, r.iclr)?,
-            a2: mat("a2", r.iclr, c)?,
-            v0,
-            v1,
-            v2,
-            g1: gated("g1", (c, r.gate))?,
-            g2: gated("g2", (r.gate, c))?,
-            k_k: vec3("k_k")?,
-            k_a: vec3("k_a")?,
-            r_k: mat("r_k", h, n)?,
-            receptance: linear("receptance")?,
-            key: linear("key")?,
-            value: linear("value")?,
-            output: linear("output")?,
-            ln_x: cfg
-                .has_group_norm
-                .then(|| GroupNorm::load(ck, &name("ln_x"), c, cfg.group_norm_eps(), device))
-                .transpose()?,
-            layer_id: layer,
-            num_heads: h,
-            head_size: n,
-        })
-    }
-
-    /// Every parameter with its checkpoint name under `prefix`.
-    pub fn named_tensors(&self, prefix: &str) -> Vec<NamedTensor> {
-        let n = |f: &str| format!("{prefix}.{f}");
-        let mut out = vec![];
-        let mut v3 = |f: &str, p: &Param<Tensor<3>>| out.push(NamedTensor::D3(n(f), p.val()));
-        v3("x_r", &self.x_r);
-        v3("x_w", &self.x_w);
-        v3("x_k", &self.x_k);
-        v3("x_v", &self.x_v);
-        v3("x_a", &self.x_a);
-        if let Some(p) = &self.x_g {
-            v3("x_g", p);
-        }
-        v3("w0", &self.w0);
-        v3("a0", &self.a0);
-        v3("v0", &self.v0);
-        v3("k_k", &self.k_k);
-        v3("k_a", &self.k_a);
-        let mut m = vec![
-            ("w1", &self.w1),
-            ("w2", &self.w2),
-            ("a1", &self.a1),
-            ("a2", &self.a2),
-            ("v1", &self.v1),
-            ("v2", &self.v2),
-        ];
-        if let (Some(g1), Some(g2)) = (&self.g1, &self.g2) {
-            m.push(("g1", g1));
-            m.push(("g2", g2));
-        }
-        m.push(("r_k", &self.r_k));
-        for (f, p) in m {
-            out.push(NamedTensor::D2(n(f), p.val()));
-        }
-        for (f, l) in [
-            ("receptance", &self.receptance),
-            ("key", &self.key),
-            ("value", &self.value),
-            ("output", &self.output),
-        ] {
-            out.push(NamedTensor::D2(n(&format!("{f}.weight")), l.weight.val()));
-        }
-        if let Some(ln) = &self.ln_x {
-            out.push(NamedTensor::D1(n("ln_x.weight"), ln.weight.val()));
-            out.push(NamedTensor::D1(n("ln_x.bias"), ln.bias.val()));
-        }
-        out
     }
 
     /// Mixes `x: [B, T, C]` (the layer's normalised input). `v_first` is layer 0's values (needed

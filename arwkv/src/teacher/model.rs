@@ -12,7 +12,8 @@ use super::cache::KvCache;
 use super::config::Qwen2Config;
 use super::rope::{RotaryEmbedding, apply_rotary};
 use crate::error::{Error, Result};
-use crate::nn::{Linear, RmsNorm};
+use crate::nn::{Fill, Linear, RmsNorm};
+use crate::param_tree::{fill, named_tensors};
 use crate::weights::Checkpoint;
 
 /// Token embedding table `[vocab, hidden]`.
@@ -141,17 +142,14 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 }
 
 impl Qwen2Mlp {
-    /// Loads the MLP at `p` (`model.layers.{i}.mlp`) of width `c` and inner width `inter`; the
-    /// teacher and the student (which keeps the teacher's MLPs) both load it here.
-    pub fn load(ck: &Checkpoint, p: &str, c: usize, inter: usize, device: &Device) -> Result<Self> {
-        let linear = |name: &str, d_in, d_out| {
-            Linear::load(ck, &format!("{p}.{name}"), d_in, d_out, false, device)
-        };
-        Ok(Self {
-            gate_proj: linear("gate_proj", c, inter)?,
-            up_proj: linear("up_proj", c, inter)?,
-            down_proj: linear("down_proj", inter, c)?,
-        })
+    /// An MLP of width `c` and inner width `inter`; the teacher and the student (which keeps the
+    /// teacher's MLPs) both build it here.
+    pub fn new(c: usize, inter: usize, fill: Fill, device: &Device) -> Self {
+        Self {
+            gate_proj: Linear::new(c, inter, false, fill, device),
+            up_proj: Linear::new(c, inter, false, fill, device),
+            down_proj: Linear::new(inter, c, false, fill, device),
+        }
     }
 
     /// down(silu(gate(x)) · up(x)).
@@ -162,57 +160,29 @@ impl Qwen2Mlp {
 }
 
 impl Qwen2DecoderLayer {
-    /// Loads decoder layer `p` (`model.layers.{i}`): its two norms, attention and MLP.
-    fn load(ck: &Checkpoint, p: &str, config: &Qwen2Config, device: &Device) -> Result<Self> {
+    /// A layer of `config`: its two norms, attention and MLP.
+    fn new(config: &Qwen2Config, fill: Fill, device: &Device) -> Self {
         let c = config.hidden_size;
-        let (h, kvh, d, inter) = (
+        let (h, kvh, d) = (
             config.num_attention_heads,
             config.num_key_value_heads,
             config.head_dim,
-            config.intermediate_size,
         );
         let eps = config.rms_norm_eps;
-        Ok(Qwen2DecoderLayer {
-            input_layernorm: RmsNorm::load(ck, &format!("{p}.input_layernorm"), c, eps, device)?,
+        Qwen2DecoderLayer {
+            input_layernorm: RmsNorm::new(c, eps, fill, device),
             self_attn: Qwen2Attention {
-                q_proj: Linear::load(ck, &format!("{p}.self_attn.q_proj"), c, h * d, true, device)?,
-                k_proj: Linear::load(
-                    ck,
-                    &format!("{p}.self_attn.k_proj"),
-                    c,
-                    kvh * d,
-                    true,
-                    device,
-                )?,
-                v_proj: Linear::load(
-                    ck,
-                    &format!("{p}.self_attn.v_proj"),
-                    c,
-                    kvh * d,
-                    true,
-                    device,
-                )?,
-                o_proj: Linear::load(
-                    ck,
-                    &format!("{p}.self_attn.o_proj"),
-                    h * d,
-                    c,
-                    false,
-                    device,
-                )?,
+                q_proj: Linear::new(c, h * d, true, fill, device),
+                k_proj: Linear::new(c, kvh * d, true, fill, device),
+                v_proj: Linear::new(c, kvh * d, true, fill, device),
+                o_proj: Linear::new(h * d, c, false, fill, device),
                 num_heads: h,
                 num_kv_heads: kvh,
                 head_dim: d,
             },
-            post_attention_layernorm: RmsNorm::load(
-                ck,
-                &format!("{p}.post_attention_layernorm"),
-                c,
-                eps,
-                device,
-            )?,
-            mlp: Qwen2Mlp::load(ck, &format!("{p}.mlp"), c, inter, device)?,
-        })
+            post_attention_layernorm: RmsNorm::new(c, eps, fill, device),
+            mlp: Qwen2Mlp::new(c, config.intermediate_size, fill, device),
+        }
     }
 
     /// x + attn(norm(x)), then + mlp(norm(·)).
@@ -232,153 +202,58 @@ impl Qwen2DecoderLayer {
 }
 
 impl Qwen2ForCausalLM {
-    /// Loads every tensor of a checkpoint into a model of this config; fails on missing,
-    /// misshapen or unexpected tensors.
-    pub fn load(config: Qwen2Config, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let (c, d, eps) = (config.hidden_size, config.head_dim, config.rms_norm_eps);
-        let embed = Embedding {
-            weight: Param::from_tensor(ck.load(
-                "model.embed_tokens.weight",
-                [config.vocab_size, c],
-                device,
-            )?),
-        };
-        ck.check_layer_count(config.num_hidden_layers)?;
+    /// A model of `config` with values as `fill` says (layers first, then the embeddings and the
+    /// head: the order random draws are taken in).
+    pub fn new(config: Qwen2Config, fill: Fill, device: &Device) -> Self {
+        let c = config.hidden_size;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Qwen2DecoderLayer::load(ck, &format!("model.layers.{i}"), &config, device))
-            .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(ck, "model.norm", c, eps, device)?;
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(Linear::load(
-                ck,
-                "lm_head",
-                c,
-                config.vocab_size,
-                false,
-                device,
-            )?)
+            .map(|_| Qwen2DecoderLayer::new(&config, fill, device))
+            .collect();
+        let embed_tokens = Embedding {
+            weight: fill.tensor([config.vocab_size, c], device),
         };
-        // Tied checkpoints sometimes carry a copy of the head; old ones carry RoPE buffers.
-        let tied = config.tie_word_embeddings;
-        ck.ensure_all_used(|name| {
-            (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
-        })?;
-        let rope = RotaryEmbedding::new(d, config.rope_theta);
-        Ok(Self {
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| Linear::new(c, config.vocab_size, false, fill, device));
+        let rope = RotaryEmbedding::new(config.head_dim, config.rope_theta);
+        Self {
             model: Qwen2Model {
-                embed_tokens: embed,
+                embed_tokens,
                 layers,
-                norm,
+                norm: RmsNorm::new(c, config.rms_norm_eps, fill, device),
             },
             lm_head,
             config,
             rope,
-        })
+        }
+    }
+
+    /// Loads every tensor of a checkpoint into a model of this config; fails on missing,
+    /// misshapen or unexpected tensors.
+    pub fn load(config: Qwen2Config, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        ck.check_layer_count(config.num_hidden_layers)?;
+        let tied = config.tie_word_embeddings;
+        let model = fill(
+            Self::new(config, Fill::Deferred, device),
+            ck,
+            "",
+            device,
+            |_| false,
+        )?;
+        // Tied checkpoints sometimes carry a copy of the head; old ones carry RoPE buffers.
+        ck.ensure_all_used(|name| {
+            (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
+        })?;
+        Ok(model)
     }
 
     /// Every parameter with its Hugging Face name.
     pub fn named_tensors(&self) -> Vec<crate::save::NamedTensor> {
-        use crate::save::NamedTensor;
-        let mut out = vec![NamedTensor::D2(
-            "model.embed_tokens.weight".into(),
-            self.model.embed_tokens.weight.val(),
-        )];
-        let linear = |out: &mut Vec<NamedTensor>, name: String, l: &Linear| {
-            out.push(NamedTensor::D2(format!("{name}.weight"), l.weight.val()));
-            if let Some(b) = &l.bias {
-                out.push(NamedTensor::D1(format!("{name}.bias"), b.val()));
-            }
-        };
-        for (i, l) in self.model.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push(NamedTensor::D1(
-                format!("{p}.input_layernorm.weight"),
-                l.input_layernorm.weight.val(),
-            ));
-            let a = &l.self_attn;
-            for (n, lin) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                linear(&mut out, format!("{p}.self_attn.{n}"), lin);
-            }
-            out.push(NamedTensor::D1(
-                format!("{p}.post_attention_layernorm.weight"),
-                l.post_attention_layernorm.weight.val(),
-            ));
-            for (n, lin) in [
-                ("gate_proj", &l.mlp.gate_proj),
-                ("up_proj", &l.mlp.up_proj),
-                ("down_proj", &l.mlp.down_proj),
-            ] {
-                linear(&mut out, format!("{p}.mlp.{n}"), lin);
-            }
-        }
-        out.push(NamedTensor::D1(
-            "model.norm.weight".into(),
-            self.model.norm.weight.val(),
-        ));
-        if let Some(head) = &self.lm_head {
-            linear(&mut out, "lm_head".into(), head);
-        }
-        out
+        named_tensors(self)
     }
 
     /// A model of this config with N(0, 0.02²) weights (benchmarks, tests, pretraining from scratch).
     pub fn random(config: Qwen2Config, device: &Device) -> Self {
-        let c = config.hidden_size;
-        let (h, kvh, d, inter) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.head_dim,
-            config.intermediate_size,
-        );
-        let std = 0.02;
-        let eps = config.rms_norm_eps;
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| Qwen2DecoderLayer {
-                input_layernorm: RmsNorm::ones(c, eps, device),
-                self_attn: Qwen2Attention {
-                    q_proj: Linear::random(c, h * d, true, std, device),
-                    k_proj: Linear::random(c, kvh * d, true, std, device),
-                    v_proj: Linear::random(c, kvh * d, true, std, device),
-                    o_proj: Linear::random(h * d, c, false, std, device),
-                    num_heads: h,
-                    num_kv_heads: kvh,
-                    head_dim: d,
-                },
-                post_attention_layernorm: RmsNorm::ones(c, eps, device),
-                mlp: Qwen2Mlp {
-                    gate_proj: Linear::random(c, inter, false, std, device),
-                    up_proj: Linear::random(c, inter, false, std, device),
-                    down_proj: Linear::random(inter, c, false, std, device),
-                },
-            })
-            .collect();
-        let embed = Embedding {
-            weight: Param::from_tensor(Tensor::random(
-                [config.vocab_size, c],
-                burn::tensor::Distribution::Normal(0.0, std),
-                device,
-            )),
-        };
-        let lm_head = (!config.tie_word_embeddings)
-            .then(|| Linear::random(c, config.vocab_size, false, std, device));
-        let rope = RotaryEmbedding::new(d, config.rope_theta);
-        Self {
-            model: Qwen2Model {
-                embed_tokens: embed,
-                layers,
-                norm: RmsNorm::ones(c, eps, device),
-            },
-            lm_head,
-            config,
-            rope,
-        }
+        Self::new(config, Fill::Normal(0.02), device)
     }
 
     /// Final hidden states `[B, T, C]` (after the last norm) for token ids `[B, T]`.

@@ -21,6 +21,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::param_tree::PathTracker;
 use crate::save::{NamedTensor, save_safetensors};
 use crate::weights::Checkpoint;
 
@@ -84,24 +85,6 @@ pub struct StepStats {
 /// Whether weight decay applies: at least two dimensions larger than one.
 pub fn decays(shape: &[usize]) -> bool {
     shape.iter().filter(|&&d| d > 1).count() >= 2
-}
-
-/// Tracks the dotted path of the parameter a visitor or mapper is at.
-#[derive(Default)]
-struct PathTracker {
-    parts: Vec<String>,
-}
-
-impl PathTracker {
-    fn enter(&mut self, name: &str) {
-        self.parts.push(name.to_string());
-    }
-    fn exit(&mut self) {
-        self.parts.pop();
-    }
-    fn path(&self) -> String {
-        self.parts.join(".")
-    }
 }
 
 struct GradNorm<'a> {

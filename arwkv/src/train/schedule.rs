@@ -15,7 +15,14 @@ pub enum Decay {
     Cosine,
     /// Geometric from the peak to the final rate: `peak · (final/peak)^progress`.
     Exponential,
+    /// The paper-era code's schedule, exactly: geometric towards the final rate over
+    /// [`REFERENCE_EPOCH_COUNT`] times the run, so that the rate stays within ~1.5 % of the peak
+    /// (`progress = (step − warmup + 1) / (150 · total_steps − warmup)`).
+    Reference,
 }
+
+/// The reference's `epoch_count` default, which its runs never changed while training one epoch.
+pub const REFERENCE_EPOCH_COUNT: u64 = 150;
 
 /// A warm-up + decay schedule over `total_steps` optimiser steps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +69,13 @@ impl LrSchedule {
                         * (1.0 + (std::f64::consts::PI * progress).cos())
             }
             Decay::Exponential => self.lr * (self.lr_final / self.lr).powf(progress),
+            Decay::Reference => {
+                let horizon = (REFERENCE_EPOCH_COUNT * self.total_steps)
+                    .saturating_sub(self.warmup_steps)
+                    .max(1);
+                let progress = ((step - self.warmup_steps + 1) as f64 / horizon as f64).min(1.0);
+                self.lr * (self.lr_final / self.lr).powf(progress)
+            }
         }
     }
 }
@@ -94,5 +108,24 @@ mod tests {
             total_steps: 100,
         };
         assert!((geometric.lr_at(50) - 1e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_reference_schedule_stays_near_its_peak_for_the_whole_run() {
+        let s = LrSchedule {
+            lr: 1e-4,
+            lr_final: 1e-5,
+            warmup_steps: 50,
+            decay: Decay::Reference,
+            total_steps: 1000,
+        };
+        assert!((s.lr_at(0) - 1e-6).abs() < 1e-15);
+        // First step after warm-up: progress 1 / (150·1000 − 50).
+        let first = 1e-4 * 0.1f64.powf(1.0 / 149_950.0);
+        assert!((s.lr_at(50) - first).abs() < 1e-15);
+        // Last step: progress 950 / 149 950, the rate ≈ 0.9855e-4 (the reference's 0.985e-4).
+        let last = s.lr_at(999);
+        assert!((last - 1e-4 * 0.1f64.powf(950.0 / 149_950.0)).abs() < 1e-15);
+        assert!((last - 0.9855e-4).abs() < 1e-8, "{last}");
     }
 }
