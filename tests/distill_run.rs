@@ -649,6 +649,20 @@ fn a_stage_reads_only_its_own_keys_and_a_key_of_another_stage_is_named() {
     let written = serde_json::to_string(&cfg).unwrap();
     assert!(!written.contains("dpo_beta"), "{written}");
     assert_eq!(serde_json::from_str::<RunConfig>(&written).unwrap(), cfg);
+
+    // The reference DPO span is a DPO key.
+    std::fs::write(
+        &path,
+        format!("stage = \"dpo\"\n{base}completion_span = \"reference\"\n[data]\n"),
+    )
+    .unwrap();
+    match RunConfig::from_file(&path).unwrap().stage {
+        StageConfig::Dpo(dpo) => assert_eq!(
+            dpo.completion_span,
+            arwkv::distill::dpo::CompletionSpan::Reference
+        ),
+        other => panic!("stage dpo read as {other:?}"),
+    }
 }
 
 #[test]

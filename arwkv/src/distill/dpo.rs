@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::data::{DataPosition, render_conversation, tokenise};
+use crate::data::{DataPosition, Document, render_conversation, tokenise};
 use crate::error::{Error, Result};
 use crate::jsonl::BadRows;
 use crate::tokenizer::TextTokenizer;
@@ -83,6 +83,32 @@ pub fn dpo_loss(
     }
 }
 
+/// Which tokens of an answer DPO scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionSpan {
+    /// The assistant turn as the chat template renders it: the answer, its end token and the
+    /// newline the template writes after that.
+    #[default]
+    Template,
+    /// As the paper-era code: the turn ends at its end token, without the template's trailing
+    /// whitespace (neither scored nor in the row).
+    Reference,
+}
+
+impl CompletionSpan {
+    /// Applies the span to a rendered prompt + answer (one assistant turn, the last).
+    fn apply(self, doc: &mut Document) {
+        if self == Self::Template {
+            return;
+        }
+        if let Some(last) = doc.targets.as_mut().and_then(|t| t.last_mut()) {
+            last.end = last.start + doc.text[last.clone()].trim_end().len();
+            doc.text.truncate(last.end);
+        }
+    }
+}
+
 /// A tokenised answer: ids and which of them are the answer.
 type Tokens = (Vec<u32>, Vec<bool>);
 
@@ -110,13 +136,13 @@ pub struct PreferenceBatch {
 }
 
 impl PreferenceData {
-    /// Reads `{prompt, chosen, rejected}` JSONL files.
+    /// Reads `{prompt, chosen, rejected}` JSONL files; `span` says which answer tokens count.
     pub fn load(
         files: &[PathBuf],
         tokenizer: &TextTokenizer,
         template: Option<&ChatTemplate>,
-        context: usize,
-        batch_size: usize,
+        (context, batch_size): (usize, usize),
+        span: CompletionSpan,
         seed: u64,
     ) -> Result<Self> {
         let mut bad = BadRows::default();
@@ -134,7 +160,8 @@ impl PreferenceData {
                         ChatMessage::new("user", prompt.clone()),
                         ChatMessage::new("assistant", a),
                     ];
-                    let doc = render_conversation(&messages, template)?;
+                    let mut doc = render_conversation(&messages, template)?;
+                    span.apply(&mut doc);
                     let (mut ids, mut targets) =
                         tokenise(tokenizer, &doc).map_err(|e| e.to_string())?;
                     ids.truncate(context);
@@ -222,5 +249,52 @@ impl PreferenceData {
                 batch: pos.batch + 1,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(span: CompletionSpan) -> (PreferenceData, TextTokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pairs.jsonl");
+        let row = r#"{"prompt": "Who speaks?", "chosen": "The king.", "rejected": "A fool."}"#;
+        std::fs::write(&file, format!("{row}\n{row}\n")).unwrap();
+        let tokenizer = TextTokenizer::from_file(
+            &crate::embedded::tiny_assets().join("teacher/tokenizer.json"),
+        )
+        .unwrap();
+        let data = PreferenceData::load(&[file], &tokenizer, None, (64, 1), span, 0).unwrap();
+        (data, tokenizer)
+    }
+
+    #[test]
+    fn the_reference_span_ends_at_the_turns_end_token() {
+        let (template, tokenizer) = pairs(CompletionSpan::Template);
+        let (reference, _) = pairs(CompletionSpan::Reference);
+        let scored = |t: &Tokens| -> String {
+            let ids: Vec<u32> =
+                t.0.iter()
+                    .zip(&t.1)
+                    .filter(|(_, m)| **m)
+                    .map(|(i, _)| *i)
+                    .collect();
+            tokenizer.decode(&ids, false).unwrap()
+        };
+        for ((t_chosen, t_rejected), (r_chosen, r_rejected)) in
+            template.pairs.iter().zip(&reference.pairs)
+        {
+            for (t, r, answer) in [
+                (t_chosen, r_chosen, "The king."),
+                (t_rejected, r_rejected, "A fool."),
+            ] {
+                assert_eq!(scored(t), format!("{answer}<|im_end|>\n"));
+                assert_eq!(scored(r), format!("{answer}<|im_end|>"));
+                // The reference row is the template row without its last (newline) token.
+                assert_eq!(r.0[..], t.0[..t.0.len() - 1]);
+                assert!(r.1.last() == Some(&true));
+            }
+        }
     }
 }

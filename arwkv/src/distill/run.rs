@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use super::dpo::PreferenceData;
+use super::dpo::{CompletionSpan, PreferenceData};
 use super::objective::{Alignment, AssistantCrossEntropy, Preference, WordLevelKl};
 pub use super::run_config::{RunConfig, Stage, StageConfig};
 pub use super::run_dir::{Start, latest_checkpoint};
@@ -198,8 +198,11 @@ fn load_source(
             &cfg.data.files,
             tokenizer,
             template,
-            cfg.data.context,
-            cfg.data.batch_size,
+            (cfg.data.context, cfg.data.batch_size),
+            match &cfg.stage {
+                StageConfig::Dpo(dpo) => dpo.completion_span,
+                _ => CompletionSpan::default(),
+            },
             cfg.seed,
         )?),
         _ => Source::Tokens(Dataset::load_for(

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataPosition;
-use crate::distill::dpo::{PreferenceData, dpo_loss, sequence_logprobs};
+use crate::distill::dpo::{CompletionSpan, PreferenceData, dpo_loss, sequence_logprobs};
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
 use crate::train::{MicroBatch, Objective};
@@ -18,6 +18,8 @@ pub struct DpoConfig {
     pub dpo_beta: f64,
     /// Label smoothing ε (the assumed fraction of flipped preferences).
     pub label_smoothing: f64,
+    /// Which answer tokens are scored: `template` (the rendered turn) or `reference`.
+    pub completion_span: CompletionSpan,
 }
 
 impl Default for DpoConfig {
@@ -25,6 +27,7 @@ impl Default for DpoConfig {
         Self {
             dpo_beta: 0.1,
             label_smoothing: 0.1,
+            completion_span: CompletionSpan::Template,
         }
     }
 }
