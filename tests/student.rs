@@ -409,3 +409,51 @@ fn stage1_alignment_training_lowers_every_layer_loss_and_touches_only_time_mixer
             .contains_key("model.layers.0.self_attn.time_mixer.receptance.weight")
     );
 }
+
+#[test]
+fn an_untied_head_starts_as_the_embeddings_and_then_trains_on_its_own() {
+    let device = Device::flex().autodiff();
+    let tied = student_of("tied-gqa2-f32", &StudentOptions::default(), &device);
+    let options = StudentOptions {
+        untie_head: true,
+        ..Default::default()
+    };
+    let untied = student_of("tied-gqa2-f32", &options, &device);
+    assert!(tied.lm_head.is_none() && !untied.config.qwen.tie_word_embeddings);
+    let head = untied.lm_head.as_ref().expect("an own head");
+    assert!(host(head.weight.val()) == host(untied.model.embed_tokens.weight.val()));
+    let ids = ids(&prompt(12), &device);
+    let (a, b) = (
+        tied.forward(ids.clone(), None).unwrap(),
+        untied.forward(ids, None).unwrap(),
+    );
+    assert!(host(a) == host(b.clone()), "same logits at the start");
+    let grads = b.powi_scalar(2).mean().backward();
+    let (g_head, g_embed) = (
+        head.weight.grad(&grads).map(host).expect("head gradient"),
+        untied
+            .model
+            .embed_tokens
+            .weight
+            .grad(&grads)
+            .map(host)
+            .expect("embedding gradient"),
+    );
+    assert!(
+        g_head != g_embed,
+        "the head and the embeddings get their own gradients"
+    );
+
+    // Saved and reloaded, it is an untied model with its head.
+    let dir = tempfile::tempdir().unwrap();
+    save_pretrained(
+        &untied,
+        dir.path(),
+        Some(&teacher_dir("tied-gqa2-f32")),
+        usize::MAX,
+    )
+    .unwrap();
+    let loaded =
+        PretrainedArwkv::load_weights_only(dir.path().to_str().unwrap(), &Device::flex()).unwrap();
+    assert!(loaded.model.lm_head.is_some() && !loaded.model.config.qwen.tie_word_embeddings);
+}

@@ -74,6 +74,10 @@ pub struct StudentOptions {
     pub init_from_attention: bool,
     /// Seed of the time mixers' initialisation.
     pub seed: u64,
+    /// Give a tied teacher's student its own LM head, a copy of the embeddings (the paper-era code
+    /// clones it from stage 2 on; the head is frozen in stage 1, so copying it here is the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untie_head: bool,
 }
 
 impl Default for StudentOptions {
@@ -83,6 +87,7 @@ impl Default for StudentOptions {
             group_norm: false,
             init_from_attention: false,
             seed: 0,
+            untie_head: false,
         }
     }
 }
@@ -182,6 +187,14 @@ impl ArwkvForCausalLM {
                 mixer.value = set(expand(&a.v_proj));
                 mixer.output = set(a.o_proj.weight.val());
             }
+        }
+        if options.untie_head && student.lm_head.is_none() {
+            student.lm_head = Some(Linear {
+                // Detached: a new leaf, or head and embeddings would share one gradient.
+                weight: Param::from_tensor(student.model.embed_tokens.weight.val().detach()),
+                bias: None,
+            });
+            student.config.qwen.tie_word_embeddings = false;
         }
         Ok(student)
     }

@@ -184,6 +184,9 @@ pub struct BuildStudentArgs {
     /// Seed of the time mixers' initialisation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Give a tied teacher's student its own LM head (a copy of the embeddings).
+    #[arg(long)]
+    pub untie_head: bool,
     /// Largest safetensors shard in bytes (default 5 GB).
     #[arg(long, default_value_t = arwkv::save::DEFAULT_MAX_SHARD_BYTES)]
     pub max_shard_bytes: usize,
@@ -198,6 +201,7 @@ pub fn build_student(args: BuildStudentArgs) -> Result<()> {
         group_norm,
         init_from_attention,
         seed,
+        untie_head,
         max_shard_bytes,
     } = args;
     let device = BackendKind::Cpu.device()?;
@@ -207,6 +211,7 @@ pub fn build_student(args: BuildStudentArgs) -> Result<()> {
         group_norm,
         init_from_attention,
         seed,
+        untie_head,
     };
     let student = arwkv::student::ArwkvForCausalLM::from_teacher(&teacher.model, &options)?;
     arwkv::student::save_pretrained(&student, &out, Some(&teacher.dir), max_shard_bytes)?;
