@@ -457,3 +457,25 @@ fn an_untied_head_starts_as_the_embeddings_and_then_trains_on_its_own() {
         PretrainedArwkv::load_weights_only(dir.path().to_str().unwrap(), &Device::flex()).unwrap();
     assert!(loaded.model.lm_head.is_some() && !loaded.model.config.qwen.tie_word_embeddings);
 }
+
+#[test]
+fn the_reference_gate_init_sets_both_gate_matrices_to_ones() {
+    use arwkv::student::GateInit;
+    let device = Device::flex();
+    let options = StudentOptions {
+        gate_init: GateInit::Ones,
+        ..Default::default()
+    };
+    let ones = student_of("tied-gqa2-f32", &options, &device);
+    let identity = student_of("tied-gqa2-f32", &StudentOptions::default(), &device);
+    for (a, b) in ones.model.layers.iter().zip(&identity.model.layers) {
+        let (a, b) = (&a.self_attn.time_mixer, &b.self_attn.time_mixer);
+        for g in [&a.g1, &a.g2] {
+            let g = host(g.as_ref().expect("a gated student").val());
+            assert!(g.iter().all(|&x| x == 1.0));
+        }
+        assert!(host(b.g1.as_ref().unwrap().val()).iter().all(|&x| x == 0.0));
+        // Only the gate differs.
+        assert!(host(a.w2.val()) == host(b.w2.val()));
+    }
+}

@@ -10,7 +10,7 @@ pub mod time_mixer;
 
 pub use crate::model_folder::save_pretrained;
 pub use config::{ArwkvConfig, LoraRanks};
-pub use model::{ArwkvForCausalLM, StudentOptions};
+pub use model::{ArwkvForCausalLM, GateInit, StudentOptions};
 pub use pretrained::PretrainedArwkv;
 pub use state::RecurrentState;
 pub use time_mixer::{TimeMixState, TimeMixer};

@@ -78,6 +78,26 @@ pub struct StudentOptions {
     /// clones it from stage 2 on; the head is frozen in stage 1, so copying it here is the same).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub untie_head: bool,
+    /// How the gate LoRA starts (gated students).
+    #[serde(skip_serializing_if = "GateInit::is_identity")]
+    pub gate_init: GateInit,
+}
+
+/// The gate LoRA's starting values (`docs/METHOD.md` §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateInit {
+    /// `g1 = 0`, `g2 = 2/rank`: the gate is exactly 1 at the start and both matrices learn.
+    #[default]
+    Identity,
+    /// The paper-era code's `g1 = g2 = ones`: every channel starts with the same scalar gate.
+    Ones,
+}
+
+impl GateInit {
+    fn is_identity(&self) -> bool {
+        *self == Self::Identity
+    }
 }
 
 impl Default for StudentOptions {
@@ -88,6 +108,7 @@ impl Default for StudentOptions {
             init_from_attention: false,
             seed: 0,
             untie_head: false,
+            gate_init: GateInit::Identity,
         }
     }
 }
@@ -186,6 +207,15 @@ impl ArwkvForCausalLM {
                 mixer.key = set(expand(&a.k_proj));
                 mixer.value = set(expand(&a.v_proj));
                 mixer.output = set(a.o_proj.weight.val());
+            }
+        }
+        if options.gate_init == GateInit::Ones {
+            for layer in &mut student.model.layers {
+                let mixer = &mut layer.self_attn.time_mixer;
+                let ones =
+                    |p: &Param<Tensor<2>>| Param::from_tensor(Tensor::ones(p.dims(), &device));
+                mixer.g1 = mixer.g1.as_ref().map(ones);
+                mixer.g2 = mixer.g2.as_ref().map(ones);
             }
         }
         if options.untie_head && student.lm_head.is_none() {

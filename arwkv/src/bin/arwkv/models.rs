@@ -212,6 +212,7 @@ pub fn build_student(args: BuildStudentArgs) -> Result<()> {
         init_from_attention,
         seed,
         untie_head,
+        ..Default::default()
     };
     let student = arwkv::student::ArwkvForCausalLM::from_teacher(&teacher.model, &options)?;
     arwkv::student::save_pretrained(&student, &out, Some(&teacher.dir), max_shard_bytes)?;
