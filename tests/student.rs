@@ -479,3 +479,28 @@ fn the_reference_gate_init_sets_both_gate_matrices_to_ones() {
         assert!(host(a.w2.val()) == host(b.w2.val()));
     }
 }
+
+#[test]
+fn init_from_attention_on_an_autodiff_device_gives_the_student_its_own_leaves() {
+    let device = Device::flex().autodiff();
+    let name = "untied-gqa4-bf16-sharded";
+    let teacher =
+        PretrainedQwen2::load_weights_only(teacher_dir(name).to_str().unwrap(), &device).unwrap();
+    let options = StudentOptions {
+        init_from_attention: true,
+        ..Default::default()
+    };
+    let student = ArwkvForCausalLM::from_teacher(&teacher.model, &options).unwrap();
+    let logits = student.forward(ids(&prompt(10), &device), None).unwrap();
+    let grads = logits.powi_scalar(2).mean().backward();
+    let mixer = &student.model.layers[1].self_attn.time_mixer;
+    assert!(
+        mixer.key.weight.grad(&grads).is_some(),
+        "the expanded key is a trainable leaf"
+    );
+    let attn = &teacher.model.model.layers[1].self_attn;
+    assert!(
+        attn.q_proj.weight.grad(&grads).is_none(),
+        "the teacher's q_proj is not part of the student's graph"
+    );
+}

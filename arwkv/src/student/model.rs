@@ -198,8 +198,9 @@ impl ArwkvForCausalLM {
             for (layer, t) in student.model.layers.iter_mut().zip(&teacher.model.layers) {
                 let (mixer, a) = (&mut layer.self_attn.time_mixer, &t.self_attn);
                 let groups = a.num_heads / a.num_kv_heads;
+                // Detached: the student's own leaves, not nodes of the teacher's graph.
                 let set = |w: Tensor<2>| Linear {
-                    weight: Param::from_tensor(w),
+                    weight: Param::from_tensor(w.detach()),
                     bias: None,
                 };
                 let expand = |w: &Linear| expand_kv_rows(w.weight.val(), a.num_kv_heads, groups);
