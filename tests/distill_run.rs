@@ -772,3 +772,95 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
     .expect("save_every = 0 is refused");
     assert!(matches!(e, Error::Setting { .. }), "{e}");
 }
+
+#[test]
+fn the_reference_recipe_runs_end_to_end_with_the_paper_era_choices() {
+    use arwkv::distill::preset::{Recipe, preset_plan, run_plan};
+    use arwkv::student::PretrainedArwkv;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = preset_plan("tiny")
+        .unwrap()
+        .with_recipe(Recipe::Reference)
+        .scaled(0.02);
+    let summary = run_plan(&plan, dir.path(), Start::Fresh, &mut Quiet).unwrap();
+    assert_eq!(summary.recipe, Recipe::Reference);
+    assert!(summary.to_markdown().contains("recipe `reference`"));
+    for (label, h) in &summary.heldout {
+        assert!(h.student_perplexity.is_finite(), "{label}: {h:?}");
+    }
+    let run_json = |stage: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.path().join(stage).join("run.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    // Stage 1: a gate-free student with its own head; one padded document per row.
+    let s1 = run_json("stage1-align");
+    assert_eq!(s1["data"]["pack"], false, "{s1}");
+    assert_eq!(s1["student_options"]["gate"], false, "{s1}");
+    assert_eq!(s1["student_options"]["untie_head"], true, "{s1}");
+    let device = burn::prelude::Device::flex();
+    let student = |stage: &str| {
+        PretrainedArwkv::load_weights_only(
+            dir.path().join(stage).join("student").to_str().unwrap(),
+            &device,
+        )
+        .unwrap()
+    };
+    let (after1, after2) = (student("stage1-align"), student("stage2-kl"));
+    assert!(!after1.model.config.has_gate);
+    assert!(
+        after1.model.lm_head.is_some(),
+        "the head is untied after stage 1"
+    );
+    // Stage 2 onwards: frozen MLPs (bit for bit the stage-1 student's), a trained head.
+    let tensors = |s: &PretrainedArwkv| -> Vec<(String, Vec<f32>)> {
+        s.model
+            .named_tensors()
+            .into_iter()
+            .map(|t| {
+                let (name, data) = match &t {
+                    arwkv::save::NamedTensor::D1(n, x) => (n.clone(), x.to_data()),
+                    arwkv::save::NamedTensor::D2(n, x) => (n.clone(), x.to_data()),
+                    arwkv::save::NamedTensor::D3(n, x) => (n.clone(), x.to_data()),
+                };
+                (name, data.convert::<f32>().try_to_vec::<f32>().unwrap())
+            })
+            .collect()
+    };
+    let (t1, t2) = (tensors(&after1), tensors(&after2));
+    let mut mlps = 0;
+    for ((n1, v1), (n2, v2)) in t1.iter().zip(&t2) {
+        assert_eq!(n1, n2);
+        if n1.contains(".mlp.") {
+            mlps += 1;
+            assert_eq!(
+                v1, v2,
+                "{n1} changed in stage 2 although the MLPs are frozen"
+            );
+        }
+        if n1 == "lm_head.weight" {
+            assert_ne!(v1, v2, "the untied head trains in stage 2");
+        }
+    }
+    assert!(mlps > 0);
+    for stage in ["stage2-kl", "stage3-extend", "stage3-sft", "stage3-dpo"] {
+        assert_eq!(run_json(stage)["freeze_mlp"], true, "{stage}");
+    }
+    // The reference's schedule, step by step: warm-up from 0.01×, then ≈ constant.
+    for (stage, budget) in [("stage1-align", plan.align), ("stage2-kl", plan.kl)] {
+        let schedule = Recipe::Reference.schedule(budget.lr, budget.steps);
+        assert_eq!(schedule.decay, Decay::Reference);
+        let metrics = arwkv::train::read_metrics(&dir.path().join(stage));
+        assert_eq!(metrics.len() as u64, budget.steps, "{stage}");
+        for m in &metrics {
+            let want = schedule.lr_at(m.step - 1);
+            assert!(
+                (m.lr - want).abs() <= 1e-12 * want,
+                "{stage} step {}: lr {} vs {want}",
+                m.step,
+                m.lr
+            );
+        }
+    }
+    // DPO scores the reference's completion span.
+    assert_eq!(run_json("stage3-dpo")["completion_span"], "reference");
+}

@@ -376,7 +376,7 @@ fn stage1_alignment_training_lowers_every_layer_loss_and_touches_only_time_mixer
     let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [2, 24]), &device);
     let mut opt = AdamW::new(AdamWConfig::default());
     let per_layer = |s: &ArwkvForCausalLM| -> Vec<f32> {
-        alignment_losses(&teacher, s, ids.clone(), AlignmentLoss::L2Rms)
+        alignment_losses(&teacher, s, ids.clone(), None, AlignmentLoss::L2Rms)
             .unwrap()
             .per_layer
             .into_iter()
@@ -386,7 +386,7 @@ fn stage1_alignment_training_lowers_every_layer_loss_and_touches_only_time_mixer
     let first = per_layer(&student);
     for _ in 0..40 {
         let losses =
-            alignment_losses(&teacher, &student, ids.clone(), AlignmentLoss::L2Rms).unwrap();
+            alignment_losses(&teacher, &student, ids.clone(), None, AlignmentLoss::L2Rms).unwrap();
         let grads = GradientsParams::from_grads(losses.loss.backward(), &student);
         student = opt.step(student, grads, 3e-3).0;
     }
@@ -503,4 +503,81 @@ fn init_from_attention_on_an_autodiff_device_gives_the_student_its_own_leaves() 
         attn.q_proj.weight.grad(&grads).is_none(),
         "the teacher's q_proj is not part of the student's graph"
     );
+}
+
+#[test]
+fn padded_rows_give_their_unpadded_logits_and_continue_from_their_last_real_token() {
+    // Row 0 right-padded, row 1 left-padded, row 2 full; pad id 0. Each row's logits at its real
+    // positions, and its next token after the batch (from the batch's recurrent state), must equal
+    // the row run alone.
+    let t = 20;
+    let rows: [(Vec<u32>, usize); 3] = [
+        (prompt(14), 0),
+        (prompt(31)[20..].to_vec(), 9),
+        (prompt(20), 0),
+    ];
+    let next: [u32; 3] = [5, 77, 123];
+    for (kind, device) in test_devices() {
+        let options = StudentOptions {
+            gate: true,
+            group_norm: true,
+            ..StudentOptions::default()
+        };
+        let student = student_of("tied-gqa2-f32", &options, &device);
+        let mut ids_flat = vec![];
+        let mut real = vec![];
+        for (tokens, left) in &rows {
+            let right = t - left - tokens.len();
+            ids_flat.extend(std::iter::repeat_n(0i64, *left));
+            ids_flat.extend(tokens.iter().map(|&x| x as i64));
+            ids_flat.extend(std::iter::repeat_n(0i64, right));
+            real.extend(std::iter::repeat_n(0.0f32, *left));
+            real.extend(std::iter::repeat_n(1.0f32, tokens.len()));
+            real.extend(std::iter::repeat_n(0.0f32, right));
+        }
+        let batch = Tensor::<2, Int>::from_data(TensorData::new(ids_flat, [3, t]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(real, [3, t]), &device);
+        let mut state = RecurrentState::new();
+        let hidden = student
+            .hidden_states_masked(batch, Some(&mut state), Some(&mask))
+            .unwrap();
+        let logits = host(student.project(hidden));
+        let next_ids = Tensor::<2, Int>::from_data(
+            TensorData::new(next.iter().map(|&x| x as i64).collect::<Vec<_>>(), [3, 1]),
+            &device,
+        );
+        let after = host(student.forward(next_ids, Some(&mut state)).unwrap());
+        let vocab = after.len() / 3;
+        for (row, (tokens, left)) in rows.iter().enumerate() {
+            let mut alone_state = RecurrentState::new();
+            let alone = host(
+                student
+                    .forward(ids(tokens, &device), Some(&mut alone_state))
+                    .unwrap(),
+            );
+            let start = (row * t + left) * vocab;
+            let got = &logits[start..start + tokens.len() * vocab];
+            let diff = got
+                .iter()
+                .zip(&alone)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "{kind:?} row {row}: logits differ by {diff}");
+            let alone_next = host(
+                student
+                    .forward(ids(&[next[row]], &device), Some(&mut alone_state))
+                    .unwrap(),
+            );
+            let got_next = &after[row * vocab..(row + 1) * vocab];
+            let diff = got_next
+                .iter()
+                .zip(&alone_next)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff < 1e-4,
+                "{kind:?} row {row}: next token differs by {diff}"
+            );
+        }
+    }
 }

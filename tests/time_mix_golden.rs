@@ -58,6 +58,7 @@ fn check_variant(file: &str, gated: bool, group_norm: bool) {
                     load3(&format!("input.layer{layer}.x")),
                     v_first.take(),
                     Some(state),
+                    None,
                 )
                 .unwrap();
             let err_out = rms_ratio(out.out, load3(&format!("golden.layer{layer}.out")));

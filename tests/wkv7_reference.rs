@@ -103,8 +103,23 @@ fn make_inputs(s: Shape, seed: u64, with_state: bool) -> Inputs {
     }
 }
 
+/// Whether position `t` of row `bi` is padding (`padded` is `[B·T]`, or empty for none).
+fn is_padded(padded: &[bool], s: Shape, bi: usize, t: usize) -> bool {
+    !padded.is_empty() && padded[bi * s.t + t]
+}
+
 /// Forward in f64; returns y, the final state, and every state S_0..S_T per (b, h).
 fn oracle_forward(s: Shape, x: &Inputs) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+    oracle_forward_padded(s, x, &[])
+}
+
+/// [`oracle_forward`] where a padded position (`padded`, `[B·T]`) keeps the state and outputs 0,
+/// as the reference's training kernel does.
+fn oracle_forward_padded(
+    s: Shape,
+    x: &Inputs,
+    padded: &[bool],
+) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
     let mut y = vec![0.0; s.seq()];
     let mut final_state = vec![0.0; s.state()];
     let mut history = Vec::new();
@@ -113,6 +128,10 @@ fn oracle_forward(s: Shape, x: &Inputs) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
             let mut st: Vec<f64> = (0..s.n * s.n).map(|e| x.s0[s.s(bi, h, 0, 0) + e]).collect();
             history.push(st.clone());
             for t in 0..s.t {
+                if is_padded(padded, s, bi, t) {
+                    history.push(st.clone());
+                    continue;
+                }
                 let at = |v: &Vec<f64>, j: usize| v[s.x(bi, t, h, j)];
                 let decay: Vec<f64> = (0..s.n).map(|j| (-(at(&x.w, j).exp())).exp()).collect();
                 let sa: Vec<f64> = (0..s.n)
@@ -136,7 +155,19 @@ fn oracle_forward(s: Shape, x: &Inputs) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
 
 /// Gradients of L = Σ y·dy + Σ S_T·dS_T, by the backward formulas of `docs/METHOD.md` §3.2.
 fn oracle_backward(s: Shape, x: &Inputs, dy: &[f64], ds_t: &[f64]) -> Inputs {
-    let (_, _, history) = oracle_forward(s, x);
+    oracle_backward_padded(s, x, dy, ds_t, &[])
+}
+
+/// [`oracle_backward`] of [`oracle_forward_padded`]: a padded step passes the state's gradient
+/// through unchanged and gives its inputs none.
+fn oracle_backward_padded(
+    s: Shape,
+    x: &Inputs,
+    dy: &[f64],
+    ds_t: &[f64],
+    padded: &[bool],
+) -> Inputs {
+    let (_, _, history) = oracle_forward_padded(s, x, padded);
     let mut g = Inputs {
         r: vec![0.0; s.seq()],
         w: vec![0.0; s.seq()],
@@ -152,6 +183,9 @@ fn oracle_backward(s: Shape, x: &Inputs, dy: &[f64], ds_t: &[f64]) -> Inputs {
             let states = &history[(bi * s.h + h) * (s.t + 1)..(bi * s.h + h + 1) * (s.t + 1)];
             let mut gs: Vec<f64> = (0..n * n).map(|e| ds_t[s.s(bi, h, 0, 0) + e]).collect();
             for t in (0..s.t).rev() {
+                if is_padded(padded, s, bi, t) {
+                    continue;
+                }
                 let idx = |j: usize| s.x(bi, t, h, j);
                 let (cur, prev) = (&states[t + 1], &states[t]);
                 for i in 0..n {
@@ -514,4 +548,170 @@ fn cpu_forward_and_backward_match_the_f64_oracle() {
             }
         }
     }
+}
+
+/// WKV-7 with a padding mask: the op under test, given the mask `[B, T]` (1 = real token).
+type PaddedOp = fn(
+    Tensor<4>,
+    Tensor<4>,
+    Tensor<4>,
+    Tensor<4>,
+    Tensor<4>,
+    Tensor<4>,
+    Option<Tensor<4>>,
+    &Tensor<2>,
+) -> arwkv::Result<arwkv::wkv7::Wkv7Output>;
+
+/// The tensor-op reference on masked inputs (what `wkv7_padded` does on devices without kernels).
+#[allow(clippy::too_many_arguments)]
+fn reference_padded(
+    r: Tensor<4>,
+    w: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    a: Tensor<4>,
+    b: Tensor<4>,
+    state0: Option<Tensor<4>>,
+    mask: &Tensor<2>,
+) -> arwkv::Result<arwkv::wkv7::Wkv7Output> {
+    let [r, w, k, v, a, b] = arwkv::wkv7::mask_padding([r, w, k, v, a, b], mask)?;
+    wkv7(r, w, k, v, a, b, state0)
+}
+
+/// Rows padded on the right, on the left, in the middle, and not at all (`[B·T]`, true = pad).
+fn padding_pattern(s: Shape) -> Vec<bool> {
+    (0..s.b)
+        .flat_map(|bi| {
+            (0..s.t).map(move |t| match bi % 4 {
+                0 => t >= s.t - s.t / 3,
+                1 => t < s.t / 4 + 1,
+                2 => t % 3 == 1,
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+const PADDED_SHAPES: [Shape; 2] = [
+    Shape {
+        b: 4,
+        t: 13,
+        h: 2,
+        n: 16,
+    },
+    Shape {
+        b: 3,
+        t: 20,
+        h: 1,
+        n: 64,
+    },
+];
+
+fn check_padded_against_oracle(op: PaddedOp, device: &Device, path: &str) {
+    for (case, &s) in PADDED_SHAPES.iter().enumerate() {
+        for with_state in [false, true] {
+            let padded = padding_pattern(s);
+            let x = make_inputs(s, 51 + case as u64, with_state);
+            let (y, s_t, _) = oracle_forward_padded(s, &x, &padded);
+            let mut g = Lcg(61 + case as u64);
+            let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
+            let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
+            let want = oracle_backward_padded(s, &x, &dy, &ds_t, &padded);
+
+            let seq = [s.b, s.t, s.h, s.n];
+            let st = [s.b, s.h, s.n, s.n];
+            let leaf = |v: &[f64], d: [usize; 4]| tensor4(v, d, device).require_grad();
+            let (r, w, k, v, a, b, s0) = (
+                leaf(&x.r, seq),
+                leaf(&x.w, seq),
+                leaf(&x.k, seq),
+                leaf(&x.v, seq),
+                leaf(&x.a, seq),
+                leaf(&x.b, seq),
+                leaf(&x.s0, st),
+            );
+            let real: Vec<f32> = padded.iter().map(|&p| if p { 0.0 } else { 1.0 }).collect();
+            let mask = Tensor::<2>::from_data(TensorData::new(real, [s.b, s.t]), device);
+            let out = op(
+                r.clone(),
+                w.clone(),
+                k.clone(),
+                v.clone(),
+                a.clone(),
+                b.clone(),
+                Some(s0.clone()),
+                &mask,
+            )
+            .unwrap();
+            let label = format!("{path} {s:?} state0={with_state}");
+            let got_y = to_f64(out.y.clone());
+            assert!(rms_ratio(&got_y, &y) <= RMS_RATIO_TOLERANCE, "{label}: y");
+            assert!(
+                rms_ratio(&to_f64(out.state.clone()), &s_t) <= RMS_RATIO_TOLERANCE,
+                "{label}: final state"
+            );
+            let at_padding = |v: &[f64]| -> f64 {
+                v.iter()
+                    .enumerate()
+                    .filter(|(i, _)| padded[i / (s.h * s.n)])
+                    .map(|(_, x)| x.abs())
+                    .fold(0.0, f64::max)
+            };
+            assert_eq!(at_padding(&got_y), 0.0, "{label}: y at padding");
+
+            let loss = (out.y * tensor4(&dy, seq, device)).sum()
+                + (out.state * tensor4(&ds_t, st, device)).sum();
+            let grads = loss.backward();
+            for (name, leaf, expected) in [
+                ("dr", &r, &want.r),
+                ("dw", &w, &want.w),
+                ("dk", &k, &want.k),
+                ("dv", &v, &want.v),
+                ("da", &a, &want.a),
+                ("db", &b, &want.b),
+                ("dstate0", &s0, &want.s0),
+            ] {
+                let got = to_f64(leaf.grad(&grads).expect("gradient").inner());
+                let ratio = rms_ratio(&got, expected);
+                assert!(
+                    ratio <= RMS_RATIO_TOLERANCE,
+                    "{label}: {name} RMS-ratio {ratio:.2e}"
+                );
+                if name != "dstate0" {
+                    assert_eq!(at_padding(&got), 0.0, "{label}: {name} at padding");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn padded_rows_match_the_f64_oracle_on_the_reference_path() {
+    check_padded_against_oracle(reference_padded, &Device::flex().autodiff(), "reference");
+}
+
+#[test]
+fn padded_rows_match_the_f64_oracle_on_every_device() {
+    // Flex: the CPU kernels; WGPU: the CubeCL kernels; both with their hand-written backward.
+    for (kind, device) in arwkv_tests::test_devices() {
+        check_padded_against_oracle(
+            arwkv::wkv7::wkv7_padded,
+            &device.autodiff(),
+            &format!("{kind:?}"),
+        );
+    }
+}
+
+#[test]
+fn a_padding_mask_of_the_wrong_shape_is_named() {
+    let device = Device::flex();
+    let z = || Tensor::<4>::zeros([1, 2, 1, 4], &device);
+    let mask = Tensor::<2>::ones([1, 3], &device);
+    let err = arwkv::wkv7::wkv7_padded(z(), z(), z(), z(), z(), z(), None, &mask)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("padding mask has shape [1, 3], expected [B, T] = [1, 2]"),
+        "{err}"
+    );
 }

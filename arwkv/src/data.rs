@@ -56,6 +56,14 @@ pub struct Batch {
     pub tokens: usize,
 }
 
+impl Batch {
+    /// The padding mask when some row is padded (`None` for full rows: nothing to mask).
+    pub fn padding(&self) -> Option<&Tensor<2>> {
+        let [b, t] = self.ids.dims();
+        (self.tokens < b * t).then_some(&self.mask)
+    }
+}
+
 /// A row of a finished dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {

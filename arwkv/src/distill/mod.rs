@@ -5,6 +5,7 @@ pub mod loss;
 pub mod objective;
 pub mod pairs;
 pub mod preset;
+pub mod recipe;
 pub mod run;
 pub mod run_config;
 pub mod run_dir;

@@ -22,7 +22,9 @@ use crate::sampling::SamplingConfig;
 use crate::save::write_atomic;
 use crate::student::PretrainedArwkv;
 use crate::teacher::PretrainedQwen2;
-use crate::train::{Decay, LrSchedule, read_metrics};
+use crate::train::read_metrics;
+
+pub use super::recipe::Recipe;
 
 /// The names `--preset` accepts.
 pub const PRESETS: [&str; 2] = ["tiny", "qwen2.5-0.5b"];
@@ -47,6 +49,8 @@ pub struct StageRow {
 pub struct PresetSummary {
     /// The preset.
     pub preset: String,
+    /// Its recipe.
+    pub recipe: Recipe,
     /// Every stage, in order.
     pub stages: Vec<StageRow>,
     /// Held-out comparison of the teacher with the student after stage 2 and after stage 3.
@@ -58,7 +62,11 @@ pub struct PresetSummary {
 impl PresetSummary {
     /// The summary as Markdown tables.
     pub fn to_markdown(&self) -> String {
-        let mut s = format!("| preset `{}` | teacher |", self.preset);
+        let recipe = match self.recipe {
+            Recipe::Ours => String::new(),
+            Recipe::Reference => " (recipe `reference`)".into(),
+        };
+        let mut s = format!("| preset `{}`{recipe} | teacher |", self.preset);
         for (label, _) in &self.heldout {
             s.push_str(&format!(" student {label} |"));
         }
@@ -128,7 +136,7 @@ impl PresetSummary {
 pub struct StageBudget {
     /// Optimiser steps.
     pub steps: u64,
-    /// Peak learning rate (cosine to a tenth of it after a 10 % warm-up).
+    /// Peak learning rate (the recipe sets the schedule around it).
     pub lr: f64,
 }
 
@@ -169,6 +177,8 @@ pub struct PresetPlan {
     pub dpo_pairs: usize,
     /// Held-out tokens scored.
     pub heldout_tokens: usize,
+    /// Our choices or the paper-era code's, where they differ.
+    pub recipe: Recipe,
 }
 
 /// The plan of preset `name`.
@@ -196,6 +206,7 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             dpo: budget(24, 2e-4),
             dpo_pairs: 48,
             heldout_tokens: 16_384,
+            recipe: Recipe::Ours,
         }),
         // GPU preset with a hub teacher (downloads with feature `hub`, or reads the HF cache).
         "qwen2.5-0.5b" => Ok(PresetPlan {
@@ -216,6 +227,7 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             dpo: budget(100, 5e-6),
             dpo_pairs: 400,
             heldout_tokens: 65_536,
+            recipe: Recipe::Ours,
         }),
         _ => Err(Error::UnknownPreset {
             name: name.into(),
@@ -261,7 +273,14 @@ impl PresetPlan {
         Ok(self.stage(stage, vec![self.corpus.clone()], out.into(), budget))
     }
 
-    /// The run config of one stage reading `files` with `budget` (cosine schedule, 10 % warm-up).
+    /// The same plan with `recipe`.
+    pub fn with_recipe(mut self, recipe: Recipe) -> Self {
+        self.recipe = recipe;
+        self
+    }
+
+    /// The run config of one stage reading `files` with `budget`, under the plan's recipe
+    /// (ours: cosine schedule, 10 % warm-up, packed rows).
     pub fn stage(
         &self,
         stage: Stage,
@@ -278,13 +297,8 @@ impl PresetPlan {
         };
         let mut cfg = RunConfig::new(stage, self.teacher.clone(), out, steps, data);
         cfg.device = self.device.clone();
-        cfg.schedule = LrSchedule {
-            lr: budget.lr,
-            lr_final: budget.lr / 10.0,
-            warmup_steps: (steps / 10).max(1),
-            decay: Decay::Cosine,
-            total_steps: steps,
-        };
+        cfg.schedule.lr = budget.lr;
+        self.recipe.configure(&mut cfg);
         cfg
     }
 }
@@ -551,6 +565,7 @@ fn write_report(
     }
     let summary = PresetSummary {
         preset: plan.name.clone(),
+        recipe: plan.recipe,
         stages: stage_rows,
         heldout,
         wall_s,

@@ -22,11 +22,14 @@ pub struct AlignmentLosses {
 }
 
 /// Stage-1 losses of `student` against `teacher` on ids `[B, T]`. Only the time mixers get
-/// gradients (everything from the teacher is detached).
+/// gradients (everything from the teacher is detached). With a padding `mask` `[B, T]` (1 = real
+/// token; rows right-padded, so the teacher's causal attention never sees the padding before a real
+/// token), the time mixers get it too and the loss counts real positions only.
 pub fn alignment_losses(
     teacher: &Qwen2ForCausalLM,
     student: &ArwkvForCausalLM,
     ids: Tensor<2, Int>,
+    mask: Option<&Tensor<2>>,
     kind: AlignmentLoss,
 ) -> Result<AlignmentLosses> {
     let layers = &teacher.model.layers;
@@ -51,9 +54,12 @@ pub fn alignment_losses(
     for (tl, sl) in layers.iter().zip(&student.model.layers) {
         let h = tl.input_layernorm.forward(x.clone()).detach();
         let attention = tl.self_attn.forward(h.clone(), &cos, &sin, None).detach();
-        let mixed = sl.self_attn.time_mixer.forward(h, v_first.take(), None)?;
+        let mixed = sl
+            .self_attn
+            .time_mixer
+            .forward(h, v_first.take(), None, mask)?;
         v_first = Some(mixed.v_first.detach());
-        per_layer.push(alignment_loss(attention.clone(), mixed.out, kind));
+        per_layer.push(alignment_loss(attention.clone(), mixed.out, mask, kind));
         let h = x + attention;
         x = (h.clone() + tl.mlp.forward(tl.post_attention_layernorm.forward(h))).detach();
     }

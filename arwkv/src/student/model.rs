@@ -114,17 +114,20 @@ impl Default for StudentOptions {
 }
 
 impl ArwkvDecoderLayer {
-    /// Runs the layer on `x: [B, T, C]`; returns the new hidden states and the time mixer's output.
+    /// Runs the layer on `x: [B, T, C]` (with an optional padding mask `[B, T]`, as
+    /// [`TimeMixer::forward`]); returns the new hidden states and the time mixer's output.
     pub fn forward(
         &self,
         x: Tensor<3>,
         v_first: Option<Tensor<3>>,
         state: Option<TimeMixState>,
+        mask: Option<&Tensor<2>>,
     ) -> Result<(Tensor<3>, TimeMixOutput)> {
         let mixed = self.self_attn.time_mixer.forward(
             self.input_layernorm.forward(x.clone()),
             v_first,
             state,
+            mask,
         )?;
         let h = x + mixed.out.clone();
         let y = h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h));
@@ -289,7 +292,19 @@ impl ArwkvForCausalLM {
     pub fn hidden_states(
         &self,
         ids: Tensor<2, Int>,
+        state: Option<&mut RecurrentState>,
+    ) -> Result<Tensor<3>> {
+        self.hidden_states_masked(ids, state, None)
+    }
+
+    /// [`Self::hidden_states`] of padded rows: `mask` `[B, T]` is 1 on real tokens. Padded
+    /// positions leave every layer's recurrent state as it was (the time mixer's padding), so a
+    /// left- or right-padded row gets its unpadded hidden states at its real positions.
+    pub fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
         mut state: Option<&mut RecurrentState>,
+        mask: Option<&Tensor<2>>,
     ) -> Result<Tensor<3>> {
         let [_, t] = ids.dims();
         if t == 0 {
@@ -299,7 +314,7 @@ impl ArwkvForCausalLM {
         let mut v_first = None;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let prev = state.as_deref().and_then(|s| s.layer(i).cloned());
-            let (y, mixed) = layer.forward(x, v_first.take(), prev)?;
+            let (y, mixed) = layer.forward(x, v_first.take(), prev, mask)?;
             x = y;
             // Later layers read layer 0's values without a gradient path back (as the reference).
             v_first = Some(mixed.v_first.detach());
@@ -329,5 +344,12 @@ impl ArwkvForCausalLM {
     ) -> Result<Tensor<3>> {
         crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
         Ok(self.project(self.hidden_states(ids, state)?))
+    }
+
+    /// Logits `[B, T, V]` of padded rows (`mask` `[B, T]`, 1 = real token), as
+    /// [`Self::hidden_states_masked`]; the logits at padded positions mean nothing.
+    pub fn forward_masked(&self, ids: Tensor<2, Int>, mask: &Tensor<2>) -> Result<Tensor<3>> {
+        crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
+        Ok(self.project(self.hidden_states_masked(ids, None, Some(mask))?))
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::nn::{GroupNorm, Linear};
 use crate::param_tree::{deferred, fill};
 use crate::weights::Checkpoint;
-use crate::wkv7::wkv7;
+use crate::wkv7::{wkv7, wkv7_padded};
 
 /// ε of `F.normalize` for the removal key.
 const NORMALIZE_EPS: f64 = 1e-12;
@@ -232,11 +232,15 @@ impl TimeMixer {
 
     /// Mixes `x: [B, T, C]` (the layer's normalised input). `v_first` is layer 0's values (needed
     /// by layers ≥ 1); `state` continues a previous call (zero shift and state when `None`).
+    /// With a padding `mask` `[B, T]` (1 = real token), padded positions read as zero inputs, leave
+    /// the WKV state unchanged and output 0, so a left- or right-padded row gives its unpadded
+    /// outputs at its real positions; the shift state is the last real token's.
     pub fn forward(
         &self,
         x: Tensor<3>,
         v_first: Option<Tensor<3>>,
         state: Option<TimeMixState>,
+        mask: Option<&Tensor<2>>,
     ) -> Result<TimeMixOutput> {
         let [b, t, c] = x.dims();
         let (h, n) = (self.num_heads, self.head_size);
@@ -248,6 +252,22 @@ impl TimeMixer {
             )));
         }
         let device = x.device();
+        let real = match mask {
+            Some(m) if m.dims() != [b, t] => {
+                return Err(Error::Invalid(format!(
+                    "time mixer of layer {}: padding mask has shape {:?}, expected [B, T] = {:?}",
+                    self.layer_id,
+                    m.dims(),
+                    [b, t]
+                )));
+            }
+            Some(m) => Some(m.clone().greater_elem(0.5).float().reshape([b, t, 1])),
+            None => None,
+        };
+        let x = match &real {
+            Some(real) => x * real.clone(),
+            None => x,
+        };
         let (shift, wkv_state) = match state {
             Some(s) => (s.shift, Some(s.wkv)),
             None => (Tensor::zeros([b, c], &device), None),
@@ -290,27 +310,32 @@ impl TimeMixer {
         let a = sigmoid(self.a0.val() + low_rank(low_rank(xa, &self.a1), &self.a2));
         // 8. removal key, normalised per head.
         let heads = |y: Tensor<3>| y.reshape([b, t, h, n]);
+        // max(‖kk‖, ε) as √max(‖kk‖², ε²): the same value, and a zero key (a padded position)
+        // gets a zero gradient instead of 0·∞ from the square root's slope at 0.
         let kk = heads(k.clone() * self.k_k.val());
         let norm = kk
             .clone()
             .powi_scalar(2)
             .sum_dim(3)
-            .sqrt()
-            .clamp_min(NORMALIZE_EPS);
+            .clamp_min(NORMALIZE_EPS * NORMALIZE_EPS)
+            .sqrt();
         let kk = kk / norm;
         // 9. replacement key.
         let k = k * ((a.clone() - 1.0) * self.k_a.val() + 1.0);
         // 10. WKV.
         let (r, k, v, a) = (heads(r), heads(k), heads(v), heads(a));
-        let wkv = wkv7(
+        let (wkv_r, wkv_w, wkv_k, wkv_v, wkv_a, wkv_b) = (
             r.clone(),
             heads(omega),
             k.clone(),
             v.clone(),
             kk.clone().neg(),
             kk * a,
-            wkv_state,
-        )?;
+        );
+        let wkv = match mask {
+            Some(m) => wkv7_padded(wkv_r, wkv_w, wkv_k, wkv_v, wkv_a, wkv_b, wkv_state, m)?,
+            None => wkv7(wkv_r, wkv_w, wkv_k, wkv_v, wkv_a, wkv_b, wkv_state)?,
+        };
         let mut o = wkv.y;
         // 11. optional GroupNorm.
         if let Some(ln) = &self.ln_x {
@@ -327,9 +352,18 @@ impl TimeMixer {
             }
             _ => o,
         };
-        let shift = x.slice([0..b, t - 1..t, 0..c]).reshape([b, c]);
+        let (out, shift) = match &real {
+            Some(real) => (
+                self.output.forward(o) * real.clone(),
+                last_real_row(x, real.clone().reshape([b, t])),
+            ),
+            None => (
+                self.output.forward(o),
+                x.slice([0..b, t - 1..t, 0..c]).reshape([b, c]),
+            ),
+        };
         Ok(TimeMixOutput {
-            out: self.output.forward(o),
+            out,
             v_first,
             state: TimeMixState {
                 shift,
@@ -337,4 +371,16 @@ impl TimeMixer {
             },
         })
     }
+}
+
+/// Each row's `x` `[B, T, C]` at its last real position (`real` `[B, T]`, 1 = real; position 0
+/// for a row without one, whose `x` is zero there).
+fn last_real_row(x: Tensor<3>, real: Tensor<2>) -> Tensor<2> {
+    let [b, t, c] = x.dims();
+    let positions = Tensor::<1, Int>::arange(1..t as i64 + 1, &x.device())
+        .float()
+        .reshape([1, t]);
+    let last = (real * positions).argmax(1); // [B, 1]
+    x.gather(1, last.reshape([b, 1, 1]).expand([b, 1, c]))
+        .reshape([b, c])
 }

@@ -12,6 +12,11 @@
 //!
 //! `a` and `b` are the kernel's transition vectors (`a = −κ̂`, `b = κ̂ ⊙ iclr` in the time mixer).
 //! Tensors are `[B, T, H, N]`, the state `[B, H, N, N]`, always f32.
+//!
+//! **Padding** ([`wkv7_padded`]): a padded position leaves the state unchanged and outputs 0, and
+//! its inputs get no gradient (the reference's training kernel). It is done on the inputs, so every
+//! path gets it, forward and backward alike: with `r = k = a = b = 0` and `ω = −40` (so `d = 1`
+//! exactly in f32 and f64) the update above is the identity and `y = S·0 = 0`.
 //! Implementations: [`reference`] (Burn tensor ops; autodiff for free; the oracle of the faster
 //! paths), [`cpu`] (hand-written Rust forward and backward, for Flex devices) and `cube` (CubeCL
 //! kernels for WGPU, CUDA and ROCm), both registered as a backend extension with a hand-written
@@ -65,6 +70,54 @@ pub fn check_shapes(inputs: [&Tensor<4>; 6], state0: Option<&Tensor<4>>) -> Resu
         )));
     }
     Ok(dims)
+}
+
+/// Log-log decay of a padded position: `exp(−exp(−40)) = 1` exactly in f32 and f64.
+pub const PADDED_LOG_LOG_DECAY: f32 = -40.0;
+
+/// Turns the padded positions of r, w, k, v, a, b into identity steps (see the module docs).
+/// `mask` is `[B, T]`, 1 for a real token and 0 for padding (values above 0.5 count as real).
+pub fn mask_padding(inputs: [Tensor<4>; 6], mask: &Tensor<2>) -> Result<[Tensor<4>; 6]> {
+    let [r, w, k, v, a, b] = inputs;
+    let [batch, seq, heads, n] = check_shapes([&r, &w, &k, &v, &a, &b], None)?;
+    if mask.dims() != [batch, seq] {
+        return Err(Error::Invalid(format!(
+            "wkv7: padding mask has shape {:?}, expected [B, T] = {:?}",
+            mask.dims(),
+            [batch, seq]
+        )));
+    }
+    let real = mask.clone().greater_elem(0.5);
+    let keep = real.clone().float().reshape([batch, seq, 1, 1]);
+    let padded = real
+        .bool_not()
+        .reshape([batch, seq, 1, 1])
+        .expand([batch, seq, heads, n]);
+    Ok([
+        r * keep.clone(),
+        w.mask_fill(padded, PADDED_LOG_LOG_DECAY),
+        k * keep.clone(),
+        v,
+        a * keep.clone(),
+        b * keep,
+    ])
+}
+
+/// [`wkv7`] on right-, left- or otherwise padded rows: `mask` `[B, T]` (1 = real token) as in
+/// [`mask_padding`]; padded positions output 0 and leave the state as it was.
+#[allow(clippy::too_many_arguments)]
+pub fn wkv7_padded(
+    r: Tensor<4>,
+    w: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    a: Tensor<4>,
+    b: Tensor<4>,
+    state0: Option<Tensor<4>>,
+    mask: &Tensor<2>,
+) -> Result<Wkv7Output> {
+    let [r, w, k, v, a, b] = mask_padding([r, w, k, v, a, b], mask)?;
+    wkv7(r, w, k, v, a, b, state0)
 }
 
 /// Whether `device` is a Flex (CPU) device, with or without autodiff.

@@ -19,6 +19,10 @@ pub struct DistillArgs {
     /// Run directory of a preset job.
     #[arg(long, default_value = "runs/tiny")]
     pub out: std::path::PathBuf,
+    /// Choices of a preset job where we differ from the paper-era code: `ours`, or `reference`
+    /// (no gate, frozen MLPs, untied head, its schedule, one padded document per row).
+    #[arg(long, default_value = "ours", requires = "preset")]
+    pub recipe: String,
     /// Continue from the newest checkpoint in the run directory (made under the same config).
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
@@ -32,10 +36,11 @@ pub struct DistillArgs {
 pub fn distill(args: DistillArgs) -> Result<()> {
     let start = start_of(args.resume, args.overwrite);
     if let Some(name) = &args.preset {
-        let summary = arwkv::distill::preset::run_preset(
-            name,
+        let recipe: arwkv::distill::preset::Recipe = args.recipe.parse()?;
+        let plan = arwkv::distill::preset::preset_plan(name)?.with_recipe(recipe);
+        let summary = arwkv::distill::preset::run_plan(
+            &plan,
             &args.out,
-            1.0,
             start,
             &mut arwkv::train::TerminalProgress,
         )?;

@@ -48,7 +48,8 @@ impl Objective<ArwkvForCausalLM> for Alignment {
         let l = alignment_losses(
             &self.teacher,
             student,
-            batch.ids,
+            batch.ids.clone(),
+            batch.padding(),
             self.config.alignment_loss,
         )?;
         let per_layer = l

@@ -72,7 +72,10 @@ impl Objective<ArwkvForCausalLM> for WordLevelKl {
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
         let teacher_logits = self.teacher.forward(batch.ids.clone(), None)?.detach();
-        let logits = student.forward(batch.ids.clone(), None)?;
+        let logits = match batch.padding() {
+            Some(mask) => student.forward_masked(batch.ids.clone(), mask)?,
+            None => student.forward(batch.ids.clone(), None)?,
+        };
         let kl = match self.config.kl_top_k {
             Some(k) => kl_divergence_top_k(
                 teacher_logits,

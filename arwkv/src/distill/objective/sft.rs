@@ -36,7 +36,10 @@ impl Objective<ArwkvForCausalLM> for AssistantCrossEntropy {
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
-        let logits = student.forward(batch.ids.clone(), None)?;
+        let logits = match batch.padding() {
+            Some(mask) => student.forward_masked(batch.ids.clone(), mask)?,
+            None => student.forward(batch.ids.clone(), None)?,
+        };
         let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
         Ok((MicroBatch::loss_only(loss, batch.tokens), next))
     }
