@@ -864,3 +864,69 @@ fn the_reference_recipe_runs_end_to_end_with_the_paper_era_choices() {
     // DPO scores the reference's completion span.
     assert_eq!(run_json("stage3-dpo")["completion_span"], "reference");
 }
+
+#[test]
+fn table1_trains_its_three_students_per_seed_and_reports_mean_and_sd() {
+    use arwkv::distill::preset::preset_plan;
+    use arwkv::distill::table1::{MeanSd, Table1Student, run_table1};
+    use arwkv::student::PretrainedArwkv;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = preset_plan("tiny").unwrap().scaled(0.02);
+    let report = run_table1(&plan, &[0, 1], dir.path(), Start::Fresh, &mut Quiet).unwrap();
+    let students: Vec<Table1Student> = report.rows.iter().map(|r| r.student).collect();
+    assert_eq!(students, Table1Student::ALL);
+    for row in &report.rows {
+        assert_eq!(row.per_seed.len(), 2);
+        let ratios: Vec<f64> = row.per_seed.iter().map(|r| r.perplexity_ratio).collect();
+        let mean = (ratios[0] + ratios[1]) / 2.0;
+        let sd = ((ratios[0] - mean).powi(2) + (ratios[1] - mean).powi(2)).sqrt();
+        assert!((row.perplexity_ratio.mean - mean).abs() < 1e-12);
+        assert!((row.perplexity_ratio.sd - sd).abs() < 1e-12);
+        assert!(row.mean_kl.mean.is_finite() && row.top1_agreement.sd.is_finite());
+    }
+    assert!(MeanSd::of(&[2.0]).sd.is_nan(), "one seed has no sd");
+    let markdown = std::fs::read_to_string(dir.path().join("table1.md")).unwrap();
+    assert!(
+        markdown.contains("| ARWKV |") && markdown.contains(" ± "),
+        "{markdown}"
+    );
+    let page = std::fs::read_to_string(dir.path().join("table1.html")).unwrap();
+    assert!(page.contains("top-1 agreement") && page.contains("w/ gate & active MLP"));
+
+    // The students are what their names say: only the gated one has a gate; the ARWKV student's
+    // MLPs are its stage-1 student's, the active one's moved.
+    let device = burn::prelude::Device::flex();
+    let load = |name: &str| {
+        PretrainedArwkv::load_weights_only(
+            dir.path()
+                .join("seed1")
+                .join(name)
+                .join("student")
+                .to_str()
+                .unwrap(),
+            &device,
+        )
+        .unwrap()
+    };
+    let mlp = |s: &PretrainedArwkv| -> Vec<f32> {
+        s.model.model.layers[0]
+            .mlp
+            .gate_proj
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let stage1 = load("gate-free-stage1");
+    let (frozen, active, gated) = (
+        load("arwkv-stage2"),
+        load("active-mlp-stage2"),
+        load("gate-active-mlp-stage2"),
+    );
+    assert!(!frozen.model.config.has_gate && !active.model.config.has_gate);
+    assert!(gated.model.config.has_gate);
+    assert_eq!(mlp(&frozen), mlp(&stage1), "ARWKV: frozen MLP");
+    assert_ne!(mlp(&active), mlp(&stage1), "active MLP trains");
+}

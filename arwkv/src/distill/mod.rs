@@ -10,6 +10,7 @@ pub mod run;
 pub mod run_config;
 pub mod run_dir;
 pub mod stage1;
+pub mod table1;
 
 pub use loss::{
     AlignmentLoss, alignment_loss, kl_divergence, kl_divergence_top_k, next_token_cross_entropy,

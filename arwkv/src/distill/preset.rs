@@ -303,7 +303,8 @@ impl PresetPlan {
     }
 }
 
-fn student_of(cfg: &RunConfig) -> String {
+/// Where a stage run leaves its student.
+pub(crate) fn student_of(cfg: &RunConfig) -> String {
     cfg.out.join("student").to_string_lossy().into_owned()
 }
 
@@ -411,7 +412,7 @@ pub fn run_plan(
     let [s1, s2, s3a, s3b, s3c] = run_stages(plan, out, start, observer, &device)?;
     let heldout = compare_on_heldout_text(
         plan,
-        [("after stage 2", &s2), ("after stage 3", &s3c)],
+        &[("after stage 2", &s2), ("after stage 3", &s3c)],
         &device,
     )?;
     let stages = [
@@ -502,9 +503,9 @@ fn run_stages(
 
 /// Teacher against each given stage's student on the held-out text (its first
 /// `plan.heldout_tokens` tokens).
-fn compare_on_heldout_text(
+pub(crate) fn compare_on_heldout_text(
     plan: &PresetPlan,
-    students: [(&str, &RunConfig); 2],
+    students: &[(&str, &RunConfig)],
     device: &burn::prelude::Device,
 ) -> Result<Vec<(String, HeldoutReport)>> {
     let teacher = PretrainedQwen2::load(&plan.teacher, device)?;
@@ -512,7 +513,7 @@ fn compare_on_heldout_text(
     let mut ids = teacher.tokenizer()?.encode(&heldout_text, false)?;
     ids.truncate(plan.heldout_tokens);
     let mut heldout = vec![];
-    for (label, cfg) in students {
+    for &(label, cfg) in students {
         let student = PretrainedArwkv::load_weights_only(&student_of(cfg), device)?;
         let report = compare_on_heldout(
             &|x| teacher.model.forward(x, None),

