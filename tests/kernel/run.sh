@@ -40,6 +40,9 @@ echo "== arwkv cells (pre-building the prelude with features '${ARWKV_KERNEL_FEA
 "$target/debug/arwkv-kernel" install --prefix "$prefix" --features "$ARWKV_KERNEL_FEATURES"
 "$venv/bin/python" -m unittest -v tests/kernel/test_arwkv_cells.py
 
+echo "== protocol, the kernel as users get it (arwkv prelude loaded; jupyter_kernel_test's own timeouts)"
+"$venv/bin/python" -m unittest -v tests/kernel/test_protocol.py
+
 echo "== live plot in a real browser (JupyterLab + headless Chromium)"
 "$venv/bin/python" -m unittest -v tests/browser/test_live_plot.py
 

@@ -6,8 +6,9 @@
   panic is an error that keeps earlier variables, an interrupt that the cell honours keeps its state,
   one it ignores kills the evaluation process after the grace period and the next cell still works.
 
-The suite runs with ARWKV_KERNEL_NO_PRELUDE=1 (a plain Rust kernel, seconds per cell); the display
-marker lines are printed by hand, exactly as `arwkv::notebook` prints them.
+The whole file runs with ARWKV_KERNEL_NO_PRELUDE=1 (a plain Rust kernel); the display marker lines
+are printed by hand, exactly as `arwkv::notebook` prints them. tests/kernel/run.sh then runs it
+again against the kernel as users get it, the `arwkv` prelude loaded, at the suite's own timeouts.
 """
 
 import json
@@ -56,6 +57,17 @@ class ArwkvKernelTests(jupyter_kernel_test.KernelTests):
 class IopubWelcome(jupyter_kernel_test.IopubWelcomeTests):
     kernel_name = KERNEL
     support_iopub_welcome = True
+
+
+def wait_for_stream(kc, msg_id, text, timeout=TIMEOUT):
+    """Waits until cell msg_id has written text to a stream."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            if text in msg["content"]["text"]:
+                return
+    raise AssertionError(f"cell never printed {text!r}")
 
 
 def run_cell(kc, code, timeout=TIMEOUT, **kw):
@@ -135,12 +147,15 @@ class ArwkvKernelBehaviour(unittest.TestCase):
         run_cell(self.kc, "let mut steps = 0u64;")
         code = (
             'let flag = std::env::var("ARWKV_KERNEL_INTERRUPT_FILE").unwrap();\n'
+            'println!("polling");\n'
             "while !std::path::Path::new(&flag).exists() { steps += 1; "
             "std::thread::sleep(std::time::Duration::from_millis(10)); }\n"
             'println!("stopped after {steps} steps");'
         )
         msg_id = self.kc.execute(code)
-        time.sleep(3)
+        # Interrupt once the loop runs (compiling the cell takes longer with the prelude loaded).
+        wait_for_stream(self.kc, msg_id, "polling")
+        time.sleep(0.5)
         self.km.interrupt_kernel()
         reply = self.kc.get_shell_msg(timeout=TIMEOUT)
         self.assertEqual(reply["parent_header"]["msg_id"], msg_id)
@@ -149,8 +164,10 @@ class ArwkvKernelBehaviour(unittest.TestCase):
         result = [m for m in outputs if m["msg_type"] == "execute_result"]
         self.assertEqual(result[0]["content"]["data"]["text/plain"], "true")
 
-        msg_id = self.kc.execute("loop { std::thread::sleep(std::time::Duration::from_millis(50)); }")
-        time.sleep(2)
+        msg_id = self.kc.execute(
+            'println!("looping"); loop { std::thread::sleep(std::time::Duration::from_millis(50)); }'
+        )
+        wait_for_stream(self.kc, msg_id, "looping")
         self.km.interrupt_kernel()
         reply = self.kc.get_shell_msg(timeout=TIMEOUT)
         self.assertEqual(reply["content"]["status"], "error")
