@@ -21,8 +21,9 @@ pub struct DistillArgs {
     pub out: std::path::PathBuf,
     /// Choices of a preset job where we differ from the paper-era code: `ours`, or `reference`
     /// (no gate, frozen MLPs, untied head, its schedule, one padded document per row).
-    #[arg(long, default_value = "ours", requires = "preset")]
-    pub recipe: String,
+    /// Default: `ours`.
+    #[arg(long)]
+    pub recipe: Option<String>,
     /// Continue from the newest checkpoint in the run directory (made under the same config).
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
@@ -36,7 +37,8 @@ pub struct DistillArgs {
 pub fn distill(args: DistillArgs) -> Result<()> {
     let start = start_of(args.resume, args.overwrite);
     if let Some(name) = &args.preset {
-        let recipe: arwkv::distill::preset::Recipe = args.recipe.parse()?;
+        let recipe: arwkv::distill::preset::Recipe =
+            args.recipe.as_deref().unwrap_or("ours").parse()?;
         let plan = arwkv::distill::preset::preset_plan(name)?.with_recipe(recipe);
         let summary = arwkv::distill::preset::run_plan(
             &plan,
@@ -48,6 +50,10 @@ pub fn distill(args: DistillArgs) -> Result<()> {
         println!("run directory: {} (open index.html)", args.out.display());
         return Ok(());
     }
+    anyhow::ensure!(
+        args.recipe.is_none(),
+        "--recipe applies to --preset jobs; in a run config, set each switch itself (docs/DISTILL.md)"
+    );
     let config = args.config.context("--config or --preset is required")?;
     let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
     let summary = arwkv::distill::run::run(&cfg, start, &mut arwkv::train::TerminalProgress)?;
