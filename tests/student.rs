@@ -31,6 +31,15 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
+/// Largest absolute difference between two equally long slices.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn tensor_bits(t: &NamedTensor) -> Vec<u32> {
     let data = match t {
         NamedTensor::D1(_, x) => x.to_data(),
@@ -140,11 +149,7 @@ fn chunked_prefill_and_decoding_match_the_parallel_forward() {
                 "state grew: {sizes:?}"
             );
             let scale = full.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let err = full
-                .iter()
-                .zip(&pieces)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = max_abs_diff(&full, &pieces);
             eprintln!("{kind} {teacher}: max |Δlogit| {err:.2e} (scale {scale:.2}, V = {vocab})");
             assert!(
                 err <= 1e-5 * scale,
@@ -557,11 +562,7 @@ fn padded_rows_give_their_unpadded_logits_and_continue_from_their_last_real_toke
             );
             let start = (row * t + left) * vocab;
             let got = &logits[start..start + tokens.len() * vocab];
-            let diff = got
-                .iter()
-                .zip(&alone)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_abs_diff(got, &alone);
             assert!(diff < 1e-4, "{kind:?} row {row}: logits differ by {diff}");
             let alone_next = host(
                 student
@@ -569,11 +570,7 @@ fn padded_rows_give_their_unpadded_logits_and_continue_from_their_last_real_toke
                     .unwrap(),
             );
             let got_next = &after[row * vocab..(row + 1) * vocab];
-            let diff = got_next
-                .iter()
-                .zip(&alone_next)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_abs_diff(got_next, &alone_next);
             assert!(
                 diff < 1e-4,
                 "{kind:?} row {row}: next token differs by {diff}"

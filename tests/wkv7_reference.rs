@@ -334,67 +334,91 @@ fn dispatched_op_without_autodiff_and_without_initial_state() {
 }
 
 fn check_against_oracle(op: Op, device: &Device) {
-    let device = device.clone();
     for (case, &s) in SHAPES.iter().enumerate() {
         for with_state in [false, true] {
-            let x = make_inputs(s, 11 + case as u64, with_state);
-            let (y, s_t, _) = oracle_forward(s, &x);
-            let mut g = Lcg(99 + case as u64);
-            let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
-            let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
-            let want = oracle_backward(s, &x, &dy, &ds_t);
+            let run = |[r, w, k, v, a, b]: [Tensor<4>; 6], s0| op(r, w, k, v, a, b, Some(s0));
+            let seeds = (11 + case as u64, 99 + case as u64);
+            check_case(s, seeds, with_state, &[], device, "", &run);
+        }
+    }
+}
 
-            let seq = [s.b, s.t, s.h, s.n];
-            let st = [s.b, s.h, s.n, s.n];
-            let leaf = |v: &[f64], d: [usize; 4]| tensor4(v, d, &device).require_grad();
-            let (r, w, k, v, a, b, s0) = (
-                leaf(&x.r, seq),
-                leaf(&x.w, seq),
-                leaf(&x.k, seq),
-                leaf(&x.v, seq),
-                leaf(&x.a, seq),
-                leaf(&x.b, seq),
-                leaf(&x.s0, st),
-            );
-            let out = op(
-                r.clone(),
-                w.clone(),
-                k.clone(),
-                v.clone(),
-                a.clone(),
-                b.clone(),
-                Some(s0.clone()),
-            )
-            .unwrap();
-            let label = format!("{s:?} state0={with_state}");
-            assert!(
-                rms_ratio(&to_f64(out.y.clone()), &y) <= RMS_RATIO_TOLERANCE,
-                "{label}: y"
-            );
-            assert!(
-                rms_ratio(&to_f64(out.state.clone()), &s_t) <= RMS_RATIO_TOLERANCE,
-                "{label}: final state"
-            );
+/// One case of `run` (the op on r, w, k, v, a, b and the initial state) against the f64 oracle:
+/// y, the final state and every gradient within the tolerance. With padding (`padded`, `[B·T]`,
+/// true = pad; empty for none) y and the input gradients at padded positions must be exactly 0.
+fn check_case(
+    s: Shape,
+    (input_seed, grad_seed): (u64, u64),
+    with_state: bool,
+    padded: &[bool],
+    device: &Device,
+    path: &str,
+    run: &dyn Fn([Tensor<4>; 6], Tensor<4>) -> arwkv::Result<arwkv::wkv7::Wkv7Output>,
+) {
+    let x = make_inputs(s, input_seed, with_state);
+    let (y, s_t, _) = oracle_forward_padded(s, &x, padded);
+    let mut g = Lcg(grad_seed);
+    let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
+    let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
+    let want = oracle_backward_padded(s, &x, &dy, &ds_t, padded);
 
-            let loss = (out.y * tensor4(&dy, seq, &device)).sum()
-                + (out.state * tensor4(&ds_t, st, &device)).sum();
-            let grads = loss.backward();
-            for (name, leaf, expected) in [
-                ("dr", &r, &want.r),
-                ("dw", &w, &want.w),
-                ("dk", &k, &want.k),
-                ("dv", &v, &want.v),
-                ("da", &a, &want.a),
-                ("db", &b, &want.b),
-                ("dstate0", &s0, &want.s0),
-            ] {
-                let got = to_f64(leaf.grad(&grads).expect("gradient").inner());
-                let ratio = rms_ratio(&got, expected);
-                assert!(
-                    ratio <= RMS_RATIO_TOLERANCE,
-                    "{label}: {name} RMS-ratio {ratio:.2e}"
-                );
-            }
+    let seq = [s.b, s.t, s.h, s.n];
+    let st = [s.b, s.h, s.n, s.n];
+    let leaf = |v: &[f64], d: [usize; 4]| tensor4(v, d, device).require_grad();
+    let (r, w, k, v, a, b, s0) = (
+        leaf(&x.r, seq),
+        leaf(&x.w, seq),
+        leaf(&x.k, seq),
+        leaf(&x.v, seq),
+        leaf(&x.a, seq),
+        leaf(&x.b, seq),
+        leaf(&x.s0, st),
+    );
+    let inputs = [
+        r.clone(),
+        w.clone(),
+        k.clone(),
+        v.clone(),
+        a.clone(),
+        b.clone(),
+    ];
+    let out = run(inputs, s0.clone()).unwrap();
+    let label = format!("{path} {s:?} state0={with_state}");
+    let got_y = to_f64(out.y.clone());
+    assert!(rms_ratio(&got_y, &y) <= RMS_RATIO_TOLERANCE, "{label}: y");
+    assert!(
+        rms_ratio(&to_f64(out.state.clone()), &s_t) <= RMS_RATIO_TOLERANCE,
+        "{label}: final state"
+    );
+    let at_padding = |v: &[f64]| -> f64 {
+        v.iter()
+            .enumerate()
+            .filter(|(i, _)| is_padded(padded, s, i / (s.t * s.h * s.n), i / (s.h * s.n) % s.t))
+            .map(|(_, x)| x.abs())
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(at_padding(&got_y), 0.0, "{label}: y at padding");
+
+    let loss =
+        (out.y * tensor4(&dy, seq, device)).sum() + (out.state * tensor4(&ds_t, st, device)).sum();
+    let grads = loss.backward();
+    for (name, leaf, expected) in [
+        ("dr", &r, &want.r),
+        ("dw", &w, &want.w),
+        ("dk", &k, &want.k),
+        ("dv", &v, &want.v),
+        ("da", &a, &want.a),
+        ("db", &b, &want.b),
+        ("dstate0", &s0, &want.s0),
+    ] {
+        let got = to_f64(leaf.grad(&grads).expect("gradient").inner());
+        let ratio = rms_ratio(&got, expected);
+        assert!(
+            ratio <= RMS_RATIO_TOLERANCE,
+            "{label}: {name} RMS-ratio {ratio:.2e}"
+        );
+        if name != "dstate0" {
+            assert_eq!(at_padding(&got), 0.0, "{label}: {name} at padding");
         }
     }
 }
@@ -611,76 +635,12 @@ fn check_padded_against_oracle(op: PaddedOp, device: &Device, path: &str) {
     for (case, &s) in PADDED_SHAPES.iter().enumerate() {
         for with_state in [false, true] {
             let padded = padding_pattern(s);
-            let x = make_inputs(s, 51 + case as u64, with_state);
-            let (y, s_t, _) = oracle_forward_padded(s, &x, &padded);
-            let mut g = Lcg(61 + case as u64);
-            let dy: Vec<f64> = (0..s.seq()).map(|_| g.normal()).collect();
-            let ds_t: Vec<f64> = (0..s.state()).map(|_| g.normal()).collect();
-            let want = oracle_backward_padded(s, &x, &dy, &ds_t, &padded);
-
-            let seq = [s.b, s.t, s.h, s.n];
-            let st = [s.b, s.h, s.n, s.n];
-            let leaf = |v: &[f64], d: [usize; 4]| tensor4(v, d, device).require_grad();
-            let (r, w, k, v, a, b, s0) = (
-                leaf(&x.r, seq),
-                leaf(&x.w, seq),
-                leaf(&x.k, seq),
-                leaf(&x.v, seq),
-                leaf(&x.a, seq),
-                leaf(&x.b, seq),
-                leaf(&x.s0, st),
-            );
             let real: Vec<f32> = padded.iter().map(|&p| if p { 0.0 } else { 1.0 }).collect();
             let mask = Tensor::<2>::from_data(TensorData::new(real, [s.b, s.t]), device);
-            let out = op(
-                r.clone(),
-                w.clone(),
-                k.clone(),
-                v.clone(),
-                a.clone(),
-                b.clone(),
-                Some(s0.clone()),
-                &mask,
-            )
-            .unwrap();
-            let label = format!("{path} {s:?} state0={with_state}");
-            let got_y = to_f64(out.y.clone());
-            assert!(rms_ratio(&got_y, &y) <= RMS_RATIO_TOLERANCE, "{label}: y");
-            assert!(
-                rms_ratio(&to_f64(out.state.clone()), &s_t) <= RMS_RATIO_TOLERANCE,
-                "{label}: final state"
-            );
-            let at_padding = |v: &[f64]| -> f64 {
-                v.iter()
-                    .enumerate()
-                    .filter(|(i, _)| padded[i / (s.h * s.n)])
-                    .map(|(_, x)| x.abs())
-                    .fold(0.0, f64::max)
-            };
-            assert_eq!(at_padding(&got_y), 0.0, "{label}: y at padding");
-
-            let loss = (out.y * tensor4(&dy, seq, device)).sum()
-                + (out.state * tensor4(&ds_t, st, device)).sum();
-            let grads = loss.backward();
-            for (name, leaf, expected) in [
-                ("dr", &r, &want.r),
-                ("dw", &w, &want.w),
-                ("dk", &k, &want.k),
-                ("dv", &v, &want.v),
-                ("da", &a, &want.a),
-                ("db", &b, &want.b),
-                ("dstate0", &s0, &want.s0),
-            ] {
-                let got = to_f64(leaf.grad(&grads).expect("gradient").inner());
-                let ratio = rms_ratio(&got, expected);
-                assert!(
-                    ratio <= RMS_RATIO_TOLERANCE,
-                    "{label}: {name} RMS-ratio {ratio:.2e}"
-                );
-                if name != "dstate0" {
-                    assert_eq!(at_padding(&got), 0.0, "{label}: {name} at padding");
-                }
-            }
+            let run =
+                |[r, w, k, v, a, b]: [Tensor<4>; 6], s0| op(r, w, k, v, a, b, Some(s0), &mask);
+            let seeds = (51 + case as u64, 61 + case as u64);
+            check_case(s, seeds, with_state, &padded, device, path, &run);
         }
     }
 }
