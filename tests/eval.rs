@@ -1,6 +1,7 @@
 //! `arwkv::eval` on the embedded teacher: batched log-likelihoods equal one-at-a-time ones, a
 //! task whose answers are forced by construction scores 100 % / 0 %, a model compared with itself
-//! agrees perfectly, and generative exact match agrees with the generation code path.
+//! agrees perfectly, generative exact match agrees with the generation code path, and the flip-flop
+//! probe scores batches as it scores one sequence at a time.
 
 use std::path::PathBuf;
 
@@ -184,4 +185,41 @@ fn generative_exact_match_agrees_with_greedy_generation() {
     .unwrap();
     assert_eq!(report.get("right", "exact_match", "teacher"), Some(1.0));
     assert_eq!(report.get("wrong", "exact_match", "teacher"), Some(0.0));
+}
+
+#[test]
+fn flip_flop_read_accuracy_counts_every_read_and_matches_one_sequence_at_a_time() {
+    use arwkv::eval::flip_flop::{FlipFlop, Instruction, read_accuracy, to_text};
+    let device = Device::flex();
+    let model = teacher(&device);
+    let task = FlipFlop::new(0.3, 0.4).unwrap();
+    let (len, rows, seed) = (10, 5, 3);
+    // Batched three at a time (the last batch short).
+    let got = read_accuracy(&model, &task, len, rows, seed, 3, &device).unwrap();
+    // The same sequences, scored one at a time from the logits.
+    let (mut reads, mut correct) = (vec![0u64; len], vec![0u64; len]);
+    for sequence in task.sequences(len, rows, seed) {
+        let ids = model
+            .tokenizer()
+            .unwrap()
+            .encode(&to_text(&sequence), false)
+            .unwrap();
+        let predicted: Vec<i64> = model
+            .logits(&ids, &device)
+            .unwrap()
+            .argmax(2)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap();
+        for (i, instruction) in sequence.iter().enumerate() {
+            if let Instruction::Read(_) = instruction {
+                reads[i] += 1;
+                correct[i] += u64::from(predicted[2 * i] == i64::from(ids[2 * i + 1]));
+            }
+        }
+    }
+    assert!(reads.iter().sum::<u64>() > 5, "{reads:?}");
+    assert_eq!(got.reads, reads);
+    assert_eq!(got.correct, correct);
 }

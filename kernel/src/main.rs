@@ -68,6 +68,10 @@ enum Command {
         /// Print the cells' text output to the terminal while they run.
         #[arg(long)]
         echo: bool,
+        /// Save each final plot as its static SVG image only, without the Plotly figure (the
+        /// notebooks committed with their outputs, `scripts/run-notebooks.sh`).
+        #[arg(long)]
+        static_figures: bool,
     },
     /// Export a notebook as a Cargo project (default) or a jupytext `rs:percent` script.
     Export {
@@ -182,9 +186,10 @@ fn main() -> Result<()> {
                 out,
                 params,
                 echo,
+                static_figures,
             }),
             _,
-        ) => run_notebook(notebook, out, &params, echo, cli.no_prelude),
+        ) => run_notebook(notebook, out, &params, echo, static_figures, cli.no_prelude),
         (
             Some(Command::Export {
                 notebook,
@@ -249,6 +254,7 @@ fn run_notebook(
     out: Option<PathBuf>,
     params: &[String],
     echo: bool,
+    static_figures: bool,
     no_prelude: bool,
 ) -> Result<()> {
     let parameters = params
@@ -268,6 +274,7 @@ fn run_notebook(
         output: out,
         parameters,
         echo,
+        static_figures,
     };
     match runner::run(&options, config) {
         Ok(_) => Ok(()),

@@ -42,12 +42,15 @@ SMALL = {
     "00-quickstart": {},
     "01-rwkv7-time-mixing": {"t_len": "12"},
     "02-stage1-alignment": {"steps": "6"},
-    "03-stage2-distillation": {"align_steps": "4", "kl_steps": "4", "ablation_steps": "2"},
+    "03-stage2-distillation": {"align_steps": "4", "kl_steps": "4", "ablation_steps": "2",
+                               "table1_align_steps": "2", "table1_kl_steps": "2", "table1_seeds": "2",
+                               "table1_heldout_tokens": "512"},
     "04-stage3-sft-dpo": {"align_steps": "3", "kl_steps": "3", "extend_steps": "2", "sft_steps": "3",
                           "dpo_steps": "2", "sft_rows": "16", "dpo_pairs": "8"},
     "05-evaluate-and-chat": {"align_steps": "3", "kl_steps": "3", "heldout_tokens": "1024",
                              "task_limit": "4", "contexts": "128,512"},
-    "06-state-tracking": {"steps": "20", "train_rows": "200", "test_rows": "10", "long_len": "12"},
+    "06-state-tracking": {"steps": "20", "train_rows": "200", "test_rows": "8", "train_len": "6",
+                          "test_len": "12", "seeds": "1"},
 }
 EXPORTED = ["01-rwkv7-time-mixing", "02-stage1-alignment"]
 # GPU backends: every notebook also runs on WGPU (Mesa lavapipe in CI; the same CubeCL + fusion path

@@ -16,13 +16,16 @@
 //! ```
 
 pub mod choice;
+pub mod flip_flop;
 pub mod generative;
 pub mod heldout;
+mod mean_sd;
 pub mod task;
 
 use burn::prelude::*;
 use serde::Serialize;
 
+pub use mean_sd::MeanSd;
 pub use task::{RowFormat, Task, TaskItems, TaskOptions, load_task};
 
 use crate::chat::ChatMessage;

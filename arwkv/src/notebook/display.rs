@@ -141,6 +141,9 @@ pub fn clear_output() {
     }
 }
 
+/// The MIME type of a Plotly figure.
+pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
+
 /// A bundle with HTML and plain text.
 pub fn html_bundle(html: impl Into<String>, text: impl Into<String>) -> Bundle {
     let mut b = Bundle::new();
@@ -158,9 +161,27 @@ pub fn markdown_bundle(md: impl Into<String>) -> Bundle {
     b
 }
 
+/// A bundle with a Plotly figure (drawn by front ends with Plotly support) and `text` for the rest.
+pub fn plotly_bundle(plot: &plotly::Plot, text: impl Into<String>) -> Bundle {
+    let mut b = Bundle::new();
+    let figure: Value = serde_json::from_str(&plot.to_json()).expect("plotly writes JSON");
+    b.insert(PLOTLY_MIME.into(), figure);
+    b.insert("text/plain".into(), Value::String(text.into()));
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plotly_bundle_holds_the_figure_and_its_text() {
+        let mut plot = plotly::Plot::new();
+        plot.add_trace(plotly::Bar::new(vec!["a", "b"], vec![1.0, 2.0]));
+        let b = plotly_bundle(&plot, "a: 1, b: 2");
+        assert_eq!(b[PLOTLY_MIME]["data"][0]["y"][1], 2.0);
+        assert_eq!(b["text/plain"], "a: 1, b: 2");
+    }
 
     #[test]
     fn marker_lines_round_trip() {

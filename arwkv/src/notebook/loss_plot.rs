@@ -20,8 +20,7 @@ use serde_json::Value;
 use super::display::display;
 use super::display::{Bundle, DisplayHandle};
 
-/// The MIME type of a Plotly figure.
-pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
+pub use super::display::PLOTLY_MIME;
 
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

@@ -12,7 +12,8 @@ pub mod progress;
 
 pub use cell_value::CellValue;
 pub use display::{
-    Bundle, DisplayHandle, clear_output, display, html_bundle, in_kernel, markdown_bundle,
+    Bundle, DisplayHandle, PLOTLY_MIME, clear_output, display, html_bundle, in_kernel,
+    markdown_bundle, plotly_bundle,
 };
 pub use heatmap::heatmap;
 pub use interrupt::interrupt_requested;

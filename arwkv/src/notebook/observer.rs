@@ -7,6 +7,7 @@ use crate::train::{Observer, Stage, StepMetrics};
 /// Live plot + progress + interrupt for `distill::run`.
 pub struct NotebookObserver {
     plot: LossPlot,
+    series: String,
     progress: Option<Progress>,
     /// Set when the run stopped because of an interrupt.
     pub interrupted: bool,
@@ -19,10 +20,19 @@ impl NotebookObserver {
     pub fn new(title: impl Into<String>) -> Self {
         Self {
             plot: LossPlot::new(title),
+            series: "loss".into(),
             progress: None,
             interrupted: false,
             steps: 0,
         }
+    }
+
+    /// Plots the next run's loss as a new curve named `name` in the same figure, with a new
+    /// progress bar (several runs compared in one plot).
+    pub fn next_run(&mut self, name: impl Into<String>) -> &mut Self {
+        self.series = name.into();
+        self.progress = None;
+        self
     }
 
     /// Sends the final plot and progress state.
@@ -43,7 +53,7 @@ impl Observer for NotebookObserver {
                 self.plot.push(&format!("layer {l}"), x, *v);
             }
         }
-        self.plot.push("loss", x, m.loss);
+        self.plot.push(&self.series, x, m.loss);
         if let Some(acc) = m.preference_accuracy {
             self.plot.push("preference accuracy", x, acc);
         }

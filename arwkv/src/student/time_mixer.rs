@@ -27,6 +27,17 @@ use crate::param_tree::{deferred, fill};
 use crate::weights::Checkpoint;
 use crate::wkv7::{wkv7, wkv7_padded};
 
+/// The largest log-log decay: `ω ≤ −0.5`, so the decay `d = exp(−exp ω)` never falls below
+/// [`smallest_decay`].
+pub const MAX_LOG_LOG_DECAY: f64 = -0.5;
+
+/// The smallest per-channel decay the time mixer can produce, `exp(−exp(−0.5)) ≈ 0.545`. With the
+/// in-context learning rate `a ∈ (0, 1)` the state transition `diag(d) − κ̂ (a ⊙ κ̂)ᵀ` has real
+/// eigenvalues no lower than `smallest_decay() − 1 ≈ −0.455` (notebook 06).
+pub fn smallest_decay() -> f64 {
+    (-MAX_LOG_LOG_DECAY.exp()).exp()
+}
+
 /// ε of `F.normalize` for the removal key.
 const NORMALIZE_EPS: f64 = 1e-12;
 
@@ -292,7 +303,7 @@ impl TimeMixer {
         let v = self.value.forward(xv.clone());
         // 4. ω = −softplus(−z) − 0.5 = log σ(z) − 0.5.
         let z = self.w0.val() + low_rank(low_rank(xw, &self.w1).tanh(), &self.w2);
-        let omega = log_sigmoid(z) - 0.5;
+        let omega = log_sigmoid(z) + MAX_LOG_LOG_DECAY as f32;
         // 5. value residual.
         let (v, v_first) = if self.layer_id == 0 {
             (v.clone(), v)

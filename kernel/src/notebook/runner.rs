@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 
+use arwkv::notebook::PLOTLY_MIME;
+
 use crate::notebook::notebook_file::{CellKind, Notebook, split_source};
 use crate::notebook::parameters;
 use crate::session::cell_error::CellError;
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub parameters: Vec<(String, String)>,
     /// Print each cell's text output to the terminal as well.
     pub echo: bool,
+    /// Save figures as static images only ([`static_figure`]).
+    pub static_figures: bool,
 }
 
 /// A cell that failed.
@@ -150,6 +154,25 @@ impl Outputs {
     }
 }
 
+/// An output as a notebook committed with its results keeps it: a Plotly figure is dropped, and an
+/// SVG chart sent as HTML (the live plot's final state) becomes an `image/svg+xml` image that
+/// notebook viewers draw. Everything else is unchanged.
+pub fn static_figure(mut output: Value) -> Value {
+    if let Some(data) = output.get_mut("data").and_then(Value::as_object_mut) {
+        data.remove(PLOTLY_MIME);
+        let svg = data
+            .get("text/html")
+            .and_then(Value::as_str)
+            .filter(|html| html.trim_start().starts_with("<svg"))
+            .map(str::to_string);
+        if let Some(svg) = svg {
+            data.remove("text/html");
+            data.insert("image/svg+xml".into(), Value::String(svg));
+        }
+    }
+    output
+}
+
 fn joined_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -261,7 +284,11 @@ pub fn run(options: &RunOptions, config: EngineConfig) -> Result<PathBuf> {
             } else {
                 nb.execution_count(c)
             };
-            nb.set_outputs(c, outs.clone(), n);
+            let outs = match options.static_figures {
+                true => outs.iter().cloned().map(static_figure).collect(),
+                false => outs.clone(),
+            };
+            nb.set_outputs(c, outs, n);
         }
         if failure.is_some() {
             break;
@@ -295,6 +322,23 @@ mod tests {
 
     fn media(text: &str) -> Media {
         serde_json::from_value(json!({"text/plain": text})).unwrap()
+    }
+
+    #[test]
+    fn static_figures_keep_the_svg_as_an_image_and_drop_the_plotly_figure() {
+        let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>";
+        let plot = json!({"output_type": "display_data", "metadata": {},
+            "data": {PLOTLY_MIME: {"data": []}, "text/html": svg, "text/plain": "loss 0.5"}});
+        let got = static_figure(plot);
+        assert_eq!(
+            got["data"],
+            json!({"image/svg+xml": svg, "text/plain": "loss 0.5"})
+        );
+        let table = json!({"output_type": "display_data", "metadata": {},
+            "data": {"text/html": "<table></table>", "text/plain": "t"}});
+        assert_eq!(static_figure(table.clone()), table);
+        let stream = json!({"output_type": "stream", "name": "stdout", "text": "x"});
+        assert_eq!(static_figure(stream.clone()), stream);
     }
 
     #[test]
