@@ -18,7 +18,7 @@ use serde_json::Value;
 
 #[cfg(not(test))]
 use super::display::display;
-use super::display::{Bundle, DisplayHandle};
+use super::display::{Bundle, DisplayHandle, plotly_bundle};
 
 pub use super::display::PLOTLY_MIME;
 
@@ -192,11 +192,8 @@ impl LossPlot {
                 .x_axis(Axis::new().title(Title::with_text(&self.x_title)))
                 .y_axis(y_axis),
         );
-        let figure: Value = serde_json::from_str(&plot.to_json()).expect("plotly writes JSON");
-        let mut b = Bundle::new();
-        b.insert(PLOTLY_MIME.into(), figure);
+        let mut b = plotly_bundle(&plot, self.text(&drawn));
         b.insert("text/html".into(), Value::String(self.svg(&drawn)));
-        b.insert("text/plain".into(), Value::String(self.text(&drawn)));
         b
     }
 
