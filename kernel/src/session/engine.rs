@@ -125,8 +125,8 @@ pub fn prelude_notice(config: &EngineConfig) -> Option<String> {
         format!("arwkv-kernel: loading the arwkv prelude (features: {features})…\n")
     } else {
         format!(
-            "arwkv-kernel: building the arwkv prelude (features: {features}) for the first time — about 15 \
-             minutes on 2 cores for the CPU, 20–25 with a GPU backend; cargo's progress follows. Next time \
+            "arwkv-kernel: building the arwkv prelude (features: {features}) for the first time — about 5 \
+             minutes on 2 cores for the CPU, 15–20 with a GPU backend; cargo's progress follows. Next time \
              `arwkv-kernel install{}` pre-builds it.\n",
             if config.arwkv_features.is_empty() {
                 String::new()
@@ -346,8 +346,10 @@ fn use_build_dir(dir: Option<&std::path::Path>) {
         v.lines()
             .find_map(|l| l.strip_prefix("host: ").map(|h| h.trim().to_string()))
     }) {
-        let deps = dir.join("target").join(host).join("debug").join("deps");
-        libs.push(deps.display().to_string());
+        match cells_library_dir(dir, &host) {
+            Ok(deps) => libs.push(deps.display().to_string()),
+            Err(e) => eprintln!("arwkv-kernel: could not create the cells' library folder: {e}"),
+        }
     }
     if let Some(lib) = rustc(&["--print", "target-libdir"]) {
         libs.push(lib.trim().to_string());
@@ -363,6 +365,20 @@ fn use_build_dir(dir: Option<&std::path::Path>) {
         std::env::set_var("EVCXR_TMPDIR", dir);
         std::env::set_var("LD_LIBRARY_PATH", libs.join(":"));
     }
+}
+
+/// Creates and returns `build_dir`'s `target/<host>/debug/deps`, where the prelude library and the
+/// cells' libraries are built. It must exist before the evaluation process starts: the dynamic
+/// loader marks a missing `LD_LIBRARY_PATH` folder as absent at process start and never looks in it
+/// again, so after a first build (no `target/` yet when the kernel started) cells failed to load.
+fn cells_library_dir(build_dir: &std::path::Path, host: &str) -> std::io::Result<PathBuf> {
+    let deps = build_dir
+        .join("target")
+        .join(host)
+        .join("debug")
+        .join("deps");
+    std::fs::create_dir_all(&deps)?;
+    Ok(deps)
 }
 
 /// Compiles the prelude once in `config.build_dir` (what `arwkv-kernel install` does), so that the
@@ -520,5 +536,18 @@ mod tests {
             "unsafe { std::env::set_var(\"ARWKV_DEVICE\", \"wgpu\") }\nlet x = 1;"
         );
         assert_eq!(translate_magics(":dep x = \"1\""), ":dep x = \"1\"");
+    }
+
+    #[test]
+    fn the_cells_library_folder_exists_before_the_first_build() {
+        let root = tempfile::tempdir().unwrap();
+        let deps = cells_library_dir(root.path(), "x86_64-unknown-linux-gnu").unwrap();
+        assert!(deps.is_dir());
+        assert!(deps.ends_with("target/x86_64-unknown-linux-gnu/debug/deps"));
+        // Again on a warm build directory: nothing changes, no error.
+        assert_eq!(
+            cells_library_dir(root.path(), "x86_64-unknown-linux-gnu").unwrap(),
+            deps
+        );
     }
 }
