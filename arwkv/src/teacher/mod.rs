@@ -5,7 +5,7 @@ pub mod config;
 pub mod model;
 pub mod rope;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, LayerKv};
 pub use config::Qwen2Config;
 pub use model::Qwen2ForCausalLM;
 pub mod pretrained;

@@ -8,7 +8,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::cache::KvCache;
+use super::cache::{KvCache, LayerKv};
 use super::config::Qwen2Config;
 use super::rope::{RotaryEmbedding, apply_rotary};
 use crate::error::{Error, Result};
@@ -102,7 +102,7 @@ impl Qwen2Attention {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        cache: Option<&mut (Option<Tensor<4>>, Option<Tensor<4>>)>,
+        cache: Option<&mut LayerKv>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -110,17 +110,17 @@ impl Qwen2Attention {
         let q = apply_rotary(heads(self.q_proj.forward(x.clone()), h), cos, sin);
         let mut k = apply_rotary(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
         let mut v = heads(self.v_proj.forward(x), kvh);
-        if let Some((past_k, past_v)) = cache {
-            if let (Some(pk), Some(pv)) = (past_k.take(), past_v.take()) {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
+        let scale = 1.0 / (d as f64).sqrt();
+        if let Some(cache) = cache {
+            (k, v) = cache.append(k, v);
+            if t == 1 {
+                let y = decode_attention(q, k, v, scale);
+                return self.o_proj.forward(y.reshape([b, 1, h * d]));
             }
-            *past_k = Some(k.clone());
-            *past_v = Some(v.clone());
         }
         let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
         let options = AttentionModuleOptions {
-            scale: Some(1.0 / (d as f64).sqrt()),
+            scale: Some(scale),
             softcap: None,
             is_causal: true,
         };
@@ -128,6 +128,19 @@ impl Qwen2Attention {
         self.o_proj
             .forward(y.swap_dims(1, 2).reshape([b, t, h * d]))
     }
+}
+
+/// Attention of one new token `q: [B, H, 1, D]` over every cached key and value
+/// (`[B, KV, L, D]`), as `softmax(q kᵀ · scale) v` per head: the query heads that share a key/value
+/// head are stacked as rows, so the cache is read where it lies (no repeated heads, no copy) and no
+/// causal mask is needed (the new token sees every position). Returns `[B, H, D]`.
+pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<3> {
+    let [b, h, _, d] = q.dims();
+    let kvh = k.dims()[1];
+    let q = q.reshape([b, kvh, h / kvh, d]);
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let weights = burn::tensor::activation::softmax(scores, 3);
+    weights.matmul(v).reshape([b, h, d])
 }
 
 /// Repeats each key/value head `groups` times: `[B, KV, T, D]` → `[B, KV·groups, T, D]`.
@@ -191,7 +204,7 @@ impl Qwen2DecoderLayer {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        cache: Option<&mut (Option<Tensor<4>>, Option<Tensor<4>>)>,
+        cache: Option<&mut LayerKv>,
     ) -> Tensor<3> {
         let x = x.clone()
             + self
