@@ -124,15 +124,10 @@ impl Table1Report {
         s
     }
 
-    /// One bar chart per measure, error bars at ± one sd.
-    pub fn figures(&self) -> Vec<Plot> {
-        let labels: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| r.student.label().to_string())
-            .collect();
-        type Measure = fn(&Table1Row) -> MeanSd;
-        let measures: [(&str, Measure); 3] = [
+    /// The three measures, each as (title, one mean ± sd per student in row order).
+    pub fn measures(&self) -> Vec<Table1Measure> {
+        type Get = fn(&Table1Row) -> MeanSd;
+        let measures: [(&str, Get); 3] = [
             ("held-out perplexity ratio (student / teacher)", |r| {
                 r.perplexity_ratio
             }),
@@ -141,25 +136,51 @@ impl Table1Report {
         ];
         measures
             .iter()
-            .map(|(title, get)| {
-                let values: Vec<MeanSd> = self.rows.iter().map(get).collect();
-                let bar = Bar::new(labels.clone(), values.iter().map(|v| v.mean).collect())
-                    .name(*title)
-                    .error_y(
-                        ErrorData::new(ErrorType::Data)
-                            .array(values.iter().map(|v| v.sd.max(0.0)).collect()),
-                    );
-                let mut plot = Plot::new();
-                plot.add_trace(bar);
-                plot.set_layout(
-                    Layout::new()
-                        .title(Title::with_text(*title))
-                        .y_axis(Axis::new().title(Title::with_text(*title)))
-                        .height(360),
-                );
-                plot
+            .map(|(title, get)| Table1Measure {
+                title,
+                bars: self
+                    .rows
+                    .iter()
+                    .map(|r| (r.student.label().to_string(), get(r)))
+                    .collect(),
             })
             .collect()
+    }
+
+    /// One bar chart per measure (in [`Self::measures`] order), error bars at ± one sd.
+    pub fn figures(&self) -> Vec<Plot> {
+        self.measures().iter().map(Table1Measure::figure).collect()
+    }
+}
+
+/// One of Table 1's measures over the students.
+#[derive(Clone, Debug)]
+pub struct Table1Measure {
+    /// What is measured (the chart's title and y axis).
+    pub title: &'static str,
+    /// (student label, mean ± sd over seeds), in row order.
+    pub bars: Vec<(String, MeanSd)>,
+}
+
+impl Table1Measure {
+    /// The Plotly bar chart, error bars at ± one sd.
+    pub fn figure(&self) -> Plot {
+        let labels: Vec<String> = self.bars.iter().map(|(l, _)| l.clone()).collect();
+        let bar = Bar::new(labels, self.bars.iter().map(|(_, v)| v.mean).collect())
+            .name(self.title)
+            .error_y(
+                ErrorData::new(ErrorType::Data)
+                    .array(self.bars.iter().map(|(_, v)| v.sd.max(0.0)).collect()),
+            );
+        let mut plot = Plot::new();
+        plot.add_trace(bar);
+        plot.set_layout(
+            Layout::new()
+                .title(Title::with_text(self.title))
+                .y_axis(Axis::new().title(Title::with_text(self.title)))
+                .height(360),
+        );
+        plot
     }
 }
 

@@ -1,6 +1,7 @@
 //! Notebook integration: updatable displays (live loss plots, progress bars) and the kernel's
 //! cooperative interrupt. The same calls work outside `arwkv-kernel` (HTML files + text).
 
+pub mod bar_chart;
 pub mod cell_value;
 pub mod display;
 pub mod heatmap;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod observer;
 pub mod progress;
 
+pub use bar_chart::{bar_chart_svg, measure_bundle, table1_bundles};
 pub use cell_value::CellValue;
 pub use display::{
     Bundle, DisplayHandle, PLOTLY_MIME, clear_output, display, html_bundle, in_kernel,

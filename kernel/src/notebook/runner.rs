@@ -105,10 +105,11 @@ impl Outputs {
             && last["name"] == name
         {
             let joined = format!("{}{text}", joined_text(&last["text"]));
-            last["text"] = split_source(&joined);
+            last["text"] = split_source(&overwrite_carriage_returns(&joined));
             return;
         }
-        outs.push(json!({"output_type": "stream", "name": name, "text": split_source(text)}));
+        let text = overwrite_carriage_returns(text);
+        outs.push(json!({"output_type": "stream", "name": name, "text": split_source(&text)}));
     }
 
     fn apply(&mut self, cell: usize, content: JupyterMessageContent) {
@@ -171,6 +172,41 @@ pub fn static_figure(mut output: Value) -> Value {
         }
     }
     output
+}
+
+/// `text` as a terminal (and a Jupyter front end) shows it: within a line, the text after a carriage
+/// return overwrites the line from its start (a progress bar redrawn in place is saved as its last
+/// state). A trailing carriage return is kept until more text arrives, and `\r\n` is a newline.
+pub fn overwrite_carriage_returns(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line
+            .strip_suffix('\r')
+            .filter(|_| lines.peek().is_some())
+            .unwrap_or(line);
+        let (body, trailing_cr) = match line.strip_suffix('\r') {
+            Some(body) => (body, true),
+            None => (line, false),
+        };
+        let mut shown: Vec<char> = Vec::new();
+        for segment in body.split('\r') {
+            for (i, c) in segment.chars().enumerate() {
+                match shown.get_mut(i) {
+                    Some(slot) => *slot = c,
+                    None => shown.push(c),
+                }
+            }
+        }
+        out.extend(shown);
+        if trailing_cr {
+            out.push('\r');
+        }
+        if lines.peek().is_some() {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn joined_text(v: &Value) -> String {
@@ -339,6 +375,34 @@ mod tests {
         assert_eq!(static_figure(table.clone()), table);
         let stream = json!({"output_type": "stream", "name": "stdout", "text": "x"});
         assert_eq!(static_figure(stream.clone()), stream);
+    }
+
+    #[test]
+    fn carriage_returns_overwrite_the_line_as_a_front_end_shows_it() {
+        assert_eq!(overwrite_carriage_returns("a\nb\n"), "a\nb\n");
+        assert_eq!(
+            overwrite_carriage_returns("step 1/3\rstep 2/3\rstep 3/3\ndone\n"),
+            "step 3/3\ndone\n"
+        );
+        // A shorter redraw leaves the old tail, as on a terminal.
+        assert_eq!(
+            overwrite_carriage_returns("loss 0.1234\rloss 0.9\n"),
+            "loss 0.9234\n"
+        );
+        assert_eq!(overwrite_carriage_returns("x\r\ny"), "x\ny");
+        // The last redraw stays until the next chunk overwrites it.
+        assert_eq!(overwrite_carriage_returns("1/2\r"), "1/2\r");
+        let mut o = Outputs::default();
+        for chunk in ["Kl 1/2\r", "Kl 2/2\r", "\nfinal\n"] {
+            o.apply(
+                0,
+                JupyterMessageContent::StreamContent(StreamContent {
+                    name: Stdio::Stderr,
+                    text: chunk.into(),
+                }),
+            );
+        }
+        assert_eq!(joined_text(&o.cells[&0][0]["text"]), "Kl 2/2\nfinal\n");
     }
 
     #[test]
