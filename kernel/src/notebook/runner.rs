@@ -156,9 +156,12 @@ impl Outputs {
 }
 
 /// An output as a notebook committed with its results keeps it: a Plotly figure is dropped, and an
-/// SVG chart sent as HTML (the live plot's final state) becomes an `image/svg+xml` image that
-/// notebook viewers draw. Everything else is unchanged.
+/// SVG chart sent as HTML (the live plot's final state) is kept twice — as an `image/svg+xml` image,
+/// which viewers and trusted notebooks draw, and as HTML holding the same SVG as an `<img>` data
+/// URI, which JupyterLab draws in a notebook it does not trust (it shows no `image/svg+xml` there,
+/// and a committed notebook is untrusted on every other machine). Everything else is unchanged.
 pub fn static_figure(mut output: Value) -> Value {
+    use base64::Engine as _;
     if let Some(data) = output.get_mut("data").and_then(Value::as_object_mut) {
         data.remove(PLOTLY_MIME);
         let svg = data
@@ -167,11 +170,29 @@ pub fn static_figure(mut output: Value) -> Value {
             .filter(|html| html.trim_start().starts_with("<svg"))
             .map(str::to_string);
         if let Some(svg) = svg {
-            data.remove("text/html");
+            let alt = data
+                .get("text/plain")
+                .map(joined_text)
+                .and_then(|t| t.lines().next().map(str::to_string))
+                .unwrap_or_default();
+            let img = format!(
+                "<img src=\"data:image/svg+xml;base64,{}\" alt=\"{}\"/>",
+                base64::engine::general_purpose::STANDARD.encode(&svg),
+                attribute_text(&alt)
+            );
+            data.insert("text/html".into(), Value::String(img));
             data.insert("image/svg+xml".into(), Value::String(svg));
         }
     }
     output
+}
+
+/// `s` escaped for an HTML attribute value in double quotes.
+fn attribute_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `text` as a terminal (and a Jupyter front end) shows it: within a line, the text after a carriage
@@ -366,9 +387,22 @@ mod tests {
         let plot = json!({"output_type": "display_data", "metadata": {},
             "data": {PLOTLY_MIME: {"data": []}, "text/html": svg, "text/plain": "loss 0.5"}});
         let got = static_figure(plot);
+        let img = "<img src=\"data:image/svg+xml;base64,\
+                   PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciPjwvc3ZnPg==\" alt=\"loss 0.5\"/>";
         assert_eq!(
             got["data"],
-            json!({"image/svg+xml": svg, "text/plain": "loss 0.5"})
+            json!({"image/svg+xml": svg, "text/html": img, "text/plain": "loss 0.5"})
+        );
+        // The alt text is the first line of the text, escaped.
+        let quoted = json!({"output_type": "display_data", "metadata": {},
+            "data": {"text/html": svg, "text/plain": "a \"b\" <c>\nsecond line"}});
+        let html = static_figure(quoted)["data"]["text/html"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            html.ends_with("alt=\"a &quot;b&quot; &lt;c&gt;\"/>"),
+            "{html}"
         );
         let table = json!({"output_type": "display_data", "metadata": {},
             "data": {"text/html": "<table></table>", "text/plain": "t"}});
