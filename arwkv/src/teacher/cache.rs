@@ -76,7 +76,6 @@ impl LayerKv {
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
-    len: usize,
 }
 
 impl KvCache {
@@ -85,14 +84,14 @@ impl KvCache {
         Self::default()
     }
 
-    /// Number of cached positions.
+    /// Number of cached positions (every layer holds the same).
     pub fn len(&self) -> usize {
-        self.len
+        self.layers.first().map_or(0, LayerKv::len)
     }
 
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub(crate) fn ensure_layers(&mut self, n: usize) {
@@ -103,10 +102,6 @@ impl KvCache {
 
     pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
-    }
-
-    pub(crate) fn advance(&mut self, t: usize) {
-        self.len += t;
     }
 }
 

@@ -290,9 +290,6 @@ impl Qwen2ForCausalLM {
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(i));
             x = layer.forward(x, &cos, &sin, slot);
         }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
         Ok(self.model.norm.forward(x))
     }
 
