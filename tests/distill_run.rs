@@ -382,6 +382,58 @@ fn sft_and_dpo_stages_train_from_a_student() {
         last.loss
     );
     assert!(last.preference_accuracy.unwrap() > 0.5, "{last:?}");
+
+    // The memory-lean head losses train the same way, step for step.
+    for base in [&sft, &dpo] {
+        let mut chunked = base.clone();
+        chunked.out = base.out.with_extension("chunked");
+        chunked.loss_chunk_tokens = Some(37);
+        run(&chunked, Start::Fresh, &mut Quiet).unwrap();
+        assert_same_losses(&losses(&base.out), &losses(&chunked.out));
+    }
+}
+
+/// Two runs' losses agree step for step (rounding apart: f32 sums in another order).
+fn assert_same_losses(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len());
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+            "step {}: {x} vs {y}",
+            step + 1
+        );
+    }
+}
+
+#[test]
+fn stage2_with_a_chunked_loss_or_checkpointing_trains_as_with_the_whole_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let mut whole = config(Stage::Kl, dir.path().join("whole"), data, 4);
+    whole.stage = arwkv::distill::run::StageConfig::Kl(arwkv::distill::run_config::KlConfig {
+        temperature: 2.0,
+        kl_top_k: None,
+        ce_weight: 0.5,
+    });
+    run(&whole, Start::Fresh, &mut Quiet).unwrap();
+    let mut chunked = whole.clone();
+    chunked.out = dir.path().join("chunked");
+    chunked.loss_chunk_tokens = Some(13);
+    run(&chunked, Start::Fresh, &mut Quiet).unwrap();
+    assert_same_losses(&losses(&whole.out), &losses(&chunked.out));
+    // Activation checkpointing recomputes what it does not keep: the same losses, also after the
+    // optimiser has replaced every parameter.
+    let mut checkpointed = whole.clone();
+    checkpointed.out = dir.path().join("checkpointed");
+    checkpointed.activation_checkpointing = true;
+    run(&checkpointed, Start::Fresh, &mut Quiet).unwrap();
+    assert_eq!(losses(&whole.out), losses(&checkpointed.out));
+    // A chunk of 0 positions is refused, naming the key.
+    chunked.loss_chunk_tokens = Some(0);
+    let e = run(&chunked, Start::Fresh, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loss_chunk_tokens"), "{e}");
 }
 
 #[test]

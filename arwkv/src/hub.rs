@@ -96,6 +96,79 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     }
 }
 
+/// Resolves a model's `config.json` alone: the file itself, a folder's, or a hub id's (from the
+/// cache, else — with feature `hub` — downloading that one file, never the weights).
+pub fn resolve_config(model: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_dir() {
+        let config = path.join("config.json");
+        return match config.is_file() {
+            true => Ok(config),
+            false => Err(Error::Resolve {
+                model: model.into(),
+                message: "`config.json` is missing from the folder".into(),
+            }),
+        };
+    }
+    if !looks_like_repo_id(model) {
+        return Err(Error::Resolve {
+            model: model.into(),
+            message: "no such file or folder, and not a hub id of the form `org/name`".into(),
+        });
+    }
+    let cache = hub_cache_dir();
+    if let Some(config) = cached_snapshot(&cache, model)
+        .map(|s| s.join("config.json"))
+        .filter(|c| c.is_file())
+    {
+        return Ok(config);
+    }
+    fetch_config(model, &cache)
+}
+
+#[cfg(not(feature = "hub"))]
+fn fetch_config(model: &str, cache: &Path) -> Result<PathBuf> {
+    Err(Error::Resolve {
+        model: model.into(),
+        message: format!(
+            "its `config.json` is not in the Hugging Face cache {}; this build has no downloader \
+             (feature `hub`): fetch it with `huggingface-cli download {model} config.json`, or pass \
+             the file",
+            cache.display()
+        ),
+    })
+}
+
+#[cfg(feature = "hub")]
+fn fetch_config(model: &str, cache: &Path) -> Result<PathBuf> {
+    let fail = |e: &dyn std::fmt::Display| Error::Resolve {
+        model: model.into(),
+        message: format!("downloading its config.json failed: {e}"),
+    };
+    if offline() {
+        return Err(fail(
+            &"HF_HUB_OFFLINE is set and the cache does not hold it",
+        ));
+    }
+    let client = hf_hub::HFClient::builder()
+        .cache_dir(cache.to_path_buf())
+        .build_sync()
+        .map_err(|e| fail(&e))?;
+    let (owner, name) = model
+        .split_once('/')
+        .expect("checked by looks_like_repo_id");
+    let dir = client
+        .model(owner, name)
+        .snapshot_download()
+        .allow_patterns(vec!["config.json".into()])
+        .send()
+        .map_err(|e| fail(&e))?;
+    Ok(dir.join("config.json"))
+}
+
 fn check_folder(model: &str, dir: &Path) -> Result<PathBuf> {
     for f in REQUIRED_FILES {
         if !dir.join(f).is_file() {

@@ -1,4 +1,4 @@
-//! Training-step throughput of stage 1 or 2 on the embedded default.
+//! Training-step throughput (and the process's peak memory) of stage 1 or 2 on the embedded default.
 
 use crate::error::{Error, Result};
 
@@ -19,6 +19,10 @@ pub struct DistillBench {
     pub warmup: usize,
     /// Timed steps.
     pub iters: usize,
+    /// Stage 2: positions per chunk of the head's loss (`loss_chunk_tokens`; absent: none).
+    pub loss_chunk: Option<usize>,
+    /// Recompute element-wise intermediates in the backward pass (`activation_checkpointing`).
+    pub activation_checkpointing: bool,
 }
 
 /// Times full training steps (batch, forward, backward, global clipping, AdamW) of stage 1 or 2
@@ -61,6 +65,8 @@ pub fn bench_distill(args: &DistillBench, device_name: &str) -> Result<BenchRepo
     };
     let mut cfg = RunConfig::new(stage, teacher, out.path().join("run"), steps, data);
     cfg.device = device_name.to_string();
+    cfg.loss_chunk_tokens = args.loss_chunk;
+    cfg.activation_checkpointing = args.activation_checkpointing;
     let mut seen = Collect(vec![]);
     run(&cfg, crate::distill::run::Start::Fresh, &mut seen)?;
     let mut timed: Vec<f64> = seen.0.into_iter().skip(args.warmup).collect();
@@ -74,5 +80,6 @@ pub fn bench_distill(args: &DistillBench, device_name: &str) -> Result<BenchRepo
         shape: format!("B{}xT{}", args.batch, args.seq),
         median_s: tokens / tokens_per_s,
         tokens_per_s,
+        peak_rss_bytes: super::peak_resident_bytes(),
     })
 }

@@ -31,6 +31,17 @@ pub struct BenchReport {
     pub median_s: f64,
     /// Tokens per second at the median.
     pub tokens_per_s: f64,
+    /// The process's peak resident memory when the benchmark ended (Linux), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<usize>,
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`), bytes.
+pub fn peak_resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The most elements one benchmark tensor may hold (4 GiB of f32): larger shapes are refused before

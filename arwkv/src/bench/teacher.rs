@@ -93,6 +93,7 @@ pub fn bench_teacher(args: &TeacherBench, device: &Device) -> Result<BenchReport
         ),
         median_s: median,
         tokens_per_s: (args.batch * args.seq) as f64 / median,
+        peak_rss_bytes: None,
     })
 }
 

@@ -96,6 +96,7 @@ pub fn bench_wkv7_device(args: &Wkv7Bench, device: &Device) -> Result<BenchRepor
         ),
         median_s: median,
         tokens_per_s: (args.batch * args.seq) as f64 / median,
+        peak_rss_bytes: None,
     })
 }
 
@@ -168,5 +169,6 @@ pub fn bench_wkv7_cpu(args: &Wkv7Bench) -> Result<BenchReport> {
         ),
         median_s: median,
         tokens_per_s: (args.batch * args.seq) as f64 / median,
+        peak_rss_bytes: None,
     })
 }

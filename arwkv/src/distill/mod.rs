@@ -1,9 +1,11 @@
 //! Staged distillation of a Qwen2 teacher into its ARWKV student (`docs/METHOD.md` §5–§9).
 
+pub mod chunked_loss;
 pub mod dpo;
 pub mod loss;
 pub mod objective;
 pub mod pairs;
+pub mod plan;
 pub mod preset;
 pub mod recipe;
 pub mod run;

@@ -177,6 +177,9 @@ pub struct PresetPlan {
     pub dpo_pairs: usize,
     /// Held-out tokens scored.
     pub heldout_tokens: usize,
+    /// Positions per chunk of the head's loss in stages 2–3 (`loss_chunk_tokens`; none: whole
+    /// logits).
+    pub loss_chunk_tokens: Option<usize>,
     /// Our choices or the paper-era code's, where they differ.
     pub recipe: Recipe,
 }
@@ -206,6 +209,8 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             dpo: budget(24, 2e-4),
             dpo_pairs: 48,
             heldout_tokens: 16_384,
+            // 4096 tokens: whole logits are a small part of a step.
+            loss_chunk_tokens: None,
             recipe: Recipe::Ours,
         }),
         // GPU preset with a hub teacher (downloads with feature `hub`, or reads the HF cache).
@@ -227,6 +232,9 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             dpo: budget(100, 5e-6),
             dpo_pairs: 400,
             heldout_tokens: 65_536,
+            // 151,936 tokens: whole logits would be 5 × 2.5 GB at the context extension's 2 × 2048
+            // positions (`arwkv plan`).
+            loss_chunk_tokens: Some(1024),
             recipe: Recipe::Ours,
         }),
         _ => Err(Error::UnknownPreset {
@@ -298,6 +306,7 @@ impl PresetPlan {
         let mut cfg = RunConfig::new(stage, self.teacher.clone(), out, steps, data);
         cfg.device = self.device.clone();
         cfg.schedule.lr = budget.lr;
+        cfg.loss_chunk_tokens = self.loss_chunk_tokens;
         self.recipe.configure(&mut cfg);
         cfg
     }

@@ -98,9 +98,12 @@ pub struct RunSummary {
 /// checkpoint made under the same config, or over a run that is deleted first).
 pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
-    let device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
+    let mut device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
         .device()?
         .autodiff();
+    if cfg.activation_checkpointing {
+        device = device.gradient_checkpointing();
+    }
     let resume_from = prepare(cfg, start)?;
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
@@ -244,12 +247,17 @@ fn objective_for(
             teacher,
             data,
             config: *config,
+            loss_chunk: cfg.loss_chunk_tokens,
         }),
-        (StageConfig::Sft(_), Source::Tokens(data), _) => Box::new(AssistantCrossEntropy { data }),
+        (StageConfig::Sft(_), Source::Tokens(data), _) => Box::new(AssistantCrossEntropy {
+            data,
+            loss_chunk: cfg.loss_chunk_tokens,
+        }),
         (StageConfig::Dpo(config), Source::Pairs(data), Some(reference)) => Box::new(Preference {
             reference,
             data,
             config: *config,
+            loss_chunk: cfg.loss_chunk_tokens,
         }),
         _ => unreachable!("data and reference are loaded for the stage; pretraining is refused"),
     }

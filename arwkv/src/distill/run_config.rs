@@ -112,6 +112,15 @@ pub struct RunConfig {
     /// only the time mixers anyway).
     #[serde(default)]
     pub freeze_mlp: bool,
+    /// Stages kl, sft and dpo: make the LM head's logits this many positions at a time, so the
+    /// loss's memory grows with the chunk instead of batch × context × vocabulary (absent: the
+    /// whole micro-batch at once). The loss and its gradients are the same either way.
+    #[serde(default)]
+    pub loss_chunk_tokens: Option<usize>,
+    /// Recompute cheap intermediate values in the backward pass instead of keeping them (Burn's
+    /// balanced gradient checkpointing): less memory, more time, the same gradients.
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 fn default_device() -> String {
@@ -158,6 +167,8 @@ impl RunConfig {
             optim: AdamWConfig::default(),
             schedule: LrSchedule::default(),
             freeze_mlp: false,
+            loss_chunk_tokens: None,
+            activation_checkpointing: false,
         }
     }
 
@@ -255,6 +266,9 @@ impl RunConfig {
         }
         if self.grad_accum == 0 || self.save_every == 0 {
             return bad("grad_accum and save_every must be at least 1");
+        }
+        if self.loss_chunk_tokens == Some(0) {
+            return bad("loss_chunk_tokens must be at least 1 (leave it out for no chunking)");
         }
         let stage_problem = match &self.stage {
             StageConfig::Pretrain(_) => {

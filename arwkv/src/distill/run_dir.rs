@@ -41,9 +41,16 @@ pub const RUN_STATE: [&str; 5] = [
     "student",
 ];
 
-/// Config keys that may change between a run and its resume (where it runs and how often it
-/// saves); any other difference would continue one run with another's settings.
-const RESUMABLE_CHANGES: [&str; 3] = ["device", "save_every", "out"];
+/// Config keys that may change between a run and its resume (where it runs, how often it saves,
+/// how it trades memory for time); any other difference would continue one run with another's
+/// settings.
+const RESUMABLE_CHANGES: [&str; 5] = [
+    "device",
+    "save_every",
+    "out",
+    "loss_chunk_tokens",
+    "activation_checkpointing",
+];
 
 /// `trainer_state.json` of a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]

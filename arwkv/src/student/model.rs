@@ -310,6 +310,7 @@ impl ArwkvForCausalLM {
         if t == 0 {
             return Err(Error::EmptyInput);
         }
+        crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
         let mut x = embedding(self.model.embed_tokens.weight.val(), ids);
         let mut v_first = None;
         for (i, layer) in self.model.layers.iter().enumerate() {
@@ -330,9 +331,14 @@ impl ArwkvForCausalLM {
 
     /// Projects hidden states `[B, T, C]` to logits `[B, T, V]`.
     pub fn project(&self, hidden: Tensor<3>) -> Tensor<3> {
+        crate::nn::linear_hf(hidden, self.head_weight(), None)
+    }
+
+    /// The LM head's weight `[V, C]`: the embeddings when tied (the head has no bias).
+    pub fn head_weight(&self) -> Tensor<2> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => crate::nn::linear_hf(hidden, self.model.embed_tokens.weight.val(), None),
+            Some(head) => head.weight.val(),
+            None => self.model.embed_tokens.weight.val(),
         }
     }
 
@@ -342,14 +348,12 @@ impl ArwkvForCausalLM {
         ids: Tensor<2, Int>,
         state: Option<&mut RecurrentState>,
     ) -> Result<Tensor<3>> {
-        crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
         Ok(self.project(self.hidden_states(ids, state)?))
     }
 
     /// Logits `[B, T, V]` of padded rows (`mask` `[B, T]`, 1 = real token), as
     /// [`Self::hidden_states_masked`]; the logits at padded positions mean nothing.
     pub fn forward_masked(&self, ids: Tensor<2, Int>, mask: &Tensor<2>) -> Result<Tensor<3>> {
-        crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
         Ok(self.project(self.hidden_states_masked(ids, None, Some(mask))?))
     }
 }

@@ -279,6 +279,7 @@ impl Qwen2ForCausalLM {
         if t == 0 {
             return Err(Error::EmptyInput);
         }
+        check_ids(&ids, self.config.vocab_size)?;
         let start = cache.as_ref().map_or(0, |c| c.len());
         let device = ids.device();
         let (cos, sin) = self.rope.tables(start, t, &device);
@@ -295,15 +296,19 @@ impl Qwen2ForCausalLM {
 
     /// Projects hidden states `[B, T, C]` to logits `[B, T, V]`.
     pub fn project(&self, hidden: Tensor<3>) -> Tensor<3> {
+        crate::nn::linear_hf(hidden, self.head_weight(), None)
+    }
+
+    /// The LM head's weight `[V, C]`: the embeddings when tied (Qwen2's head has no bias).
+    pub fn head_weight(&self) -> Tensor<2> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => crate::nn::linear_hf(hidden, self.model.embed_tokens.weight.val(), None),
+            Some(head) => head.weight.val(),
+            None => self.model.embed_tokens.weight.val(),
         }
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]`; with a cache, continues after its positions.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
-        check_ids(&ids, self.config.vocab_size)?;
         Ok(self.project(self.hidden_states(ids, cache)?))
     }
 }

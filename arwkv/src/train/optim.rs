@@ -130,6 +130,8 @@ impl ModuleMapper for Update<'_> {
         let path = self.path.path();
         param.map(|tensor| {
             let require_grad = tensor.is_require_grad();
+            // The device's gradient checkpointing, which a tensor leaving autodiff forgets.
+            let strategy = tensor.gradient_checkpointing_strategy();
             let shape = tensor.dims();
             let numel: usize = shape.iter().product();
             let cfg = &self.opt.config;
@@ -160,7 +162,10 @@ impl ModuleMapper for Update<'_> {
                     exp_avg_sq: v,
                 },
             );
-            let p = Tensor::from_inner(p);
+            let mut p = Tensor::from_inner(p);
+            if let Some(strategy) = strategy {
+                p = p.with_gradient_checkpointing_strategy(strategy);
+            }
             if require_grad { p.require_grad() } else { p }
         })
     }

@@ -172,6 +172,14 @@ pub struct DistillBenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 8)]
     iters: usize,
+    /// Stage 2: make the head's logits this many positions at a time (the run config's
+    /// `loss_chunk_tokens`).
+    #[arg(long)]
+    loss_chunk: Option<usize>,
+    /// Recompute element-wise intermediates in the backward pass (the run config's
+    /// `activation_checkpointing`).
+    #[arg(long)]
+    activation_checkpointing: bool,
     /// Compute backend (default: $ARWKV_DEVICE, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -236,6 +244,8 @@ impl DistillBenchArgs {
             seq: self.seq,
             warmup: self.warmup,
             iters: self.iters,
+            loss_chunk: self.loss_chunk,
+            activation_checkpointing: self.activation_checkpointing,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Training commands: distillation runs and presets, teacher pretraining, DPO pairs.
+//! Training commands: distillation runs and presets, teacher pretraining, DPO pairs, the memory
+//! planner.
 
 use anyhow::{Context, Result};
 use arwkv::generation::GenerationConfig;
@@ -217,5 +218,108 @@ pub fn dpo_pairs(args: DpoPairsArgs) -> Result<()> {
         );
     }
     println!("wrote {written} pair(s) to {}", out.display());
+    Ok(())
+}
+
+/// Arguments of `arwkv plan`.
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The teacher: a folder, its config.json, or a hub id (only config.json is fetched).
+    #[arg(long)]
+    pub model: String,
+    /// `align`, `kl`, `sft` or `dpo`.
+    #[arg(long, default_value = "kl")]
+    pub stage: String,
+    /// Rows per optimiser step over all devices (DPO: pairs).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 2048)]
+    pub context: usize,
+    /// `f32`, `bf16-mixed` or `f16-mixed`.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// Data-parallel devices.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// The run config's `loss_chunk_tokens`.
+    #[arg(long)]
+    pub loss_chunk: Option<usize>,
+    /// A student without the output gate.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// Stages 2–3 with frozen MLPs (the run config's `freeze_mlp`).
+    #[arg(long)]
+    pub freeze_mlp: bool,
+    /// The run starts from a saved student (the run config's `student`), not one built from the
+    /// teacher (DPO's reference is then a copy of its own).
+    #[arg(long)]
+    pub from_checkpoint: bool,
+    /// Memory of one device, GiB.
+    #[arg(long, default_value_t = 80.0)]
+    pub memory_gib: f64,
+    /// Sustained throughput of one device, TFLOP/s (for the step time).
+    #[arg(long, default_value_t = 400.0)]
+    pub tflops: f64,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `arwkv plan`: bytes per device and FLOPs of one step, before running it.
+pub fn plan(args: PlanArgs) -> Result<()> {
+    use arwkv::distill::plan::{PlanInput, Precision, plan};
+    let config_path = arwkv::hub::resolve_config(&args.model)?;
+    let teacher = arwkv::teacher::Qwen2Config::from_file(&config_path)?;
+    let stage: arwkv::train::Stage = serde_json::from_value(serde_json::json!(args.stage))
+        .ok()
+        .filter(|s| *s != arwkv::train::Stage::Pretrain)
+        .with_context(|| format!("--stage {}: expected align, kl, sft or dpo", args.stage))?;
+    let precision: Precision = serde_json::from_value(serde_json::json!(args.precision))
+        .with_context(|| {
+            format!(
+                "--precision {}: expected f32, bf16-mixed or f16-mixed",
+                args.precision
+            )
+        })?;
+    if !(args.tflops.is_finite() && args.tflops > 0.0) {
+        anyhow::bail!("--tflops must be a positive number");
+    }
+    if !(args.memory_gib.is_finite() && args.memory_gib > 0.0) {
+        anyhow::bail!("--memory-gib must be a positive number");
+    }
+    let planned = plan(&PlanInput {
+        teacher,
+        stage,
+        batch: args.batch,
+        context: args.context,
+        precision,
+        devices: args.devices,
+        loss_chunk: args.loss_chunk,
+        gate: !args.no_gate,
+        freeze_mlp: args.freeze_mlp,
+        from_checkpoint: args.from_checkpoint,
+        memory_gib: args.memory_gib,
+        flops_per_s: args.tflops * 1e12,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&planned)?);
+    } else {
+        println!(
+            "{} · stage {} · batch {} × {} tokens · {} · {} device(s){}",
+            config_path.display(),
+            args.stage,
+            args.batch,
+            args.context,
+            args.precision,
+            args.devices,
+            args.loss_chunk
+                .map_or(String::new(), |c| format!(" · loss chunk {c}")),
+        );
+        if args.freeze_mlp {
+            println!("MLPs frozen");
+        }
+        print!("{planned}");
+    }
     Ok(())
 }

@@ -54,6 +54,12 @@ enum Command {
     MakeTasks(data::MakeTasksArgs),
     /// Build an ARWKV student from a Qwen2 teacher and save it (rwkv_hybrid layout).
     BuildStudent(models::BuildStudentArgs),
+    /// Bytes per device (weights, gradients, optimiser state, activations, logits) and FLOPs of
+    /// one training step of a stage, whether it fits, and its estimated time.
+    Plan(distill::PlanArgs),
+    /// A Qwen2 teacher with random weights, made from a config.json alone (rehearsals at a real
+    /// shape).
+    RandomTeacher(models::RandomTeacherArgs),
     /// Benchmarks (see docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -76,6 +82,8 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::MakeTasks(args) => data::make_tasks(args),
         Command::BuildStudent(args) => models::build_student(args),
+        Command::RandomTeacher(args) => models::random_teacher(args),
+        Command::Plan(args) => distill::plan(args),
         Command::Bench { what } => bench::bench(what),
     }
 }

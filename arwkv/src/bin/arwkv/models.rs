@@ -1,4 +1,5 @@
-//! Commands on one model folder: logits, generation, description, building a student.
+//! Commands on one model folder: logits, generation, description, building a student, a random
+//! teacher of a given shape.
 
 use std::io::Write;
 
@@ -220,6 +221,55 @@ pub fn build_student(args: BuildStudentArgs) -> Result<()> {
         "saved an ARWKV student ({} parameters) to {}",
         student.config.parameter_count(),
         out.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `arwkv random-teacher`.
+#[derive(Args)]
+pub struct RandomTeacherArgs {
+    /// A Qwen2 `config.json` (for instance Qwen2.5-0.5B's): the shape, and nothing else, is read.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Folder whose tokenizer files are copied beside the weights (its ids must fit the config's
+    /// vocabulary).
+    #[arg(long)]
+    pub tokenizer: std::path::PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Seed of the N(0, 0.02²) weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `arwkv random-teacher`: a Qwen2 teacher of a given shape with random weights, made from its
+/// `config.json` alone (rehearsals and memory checks at a real shape without downloading it).
+pub fn random_teacher(args: RandomTeacherArgs) -> Result<()> {
+    let config = arwkv::teacher::Qwen2Config::from_file(&args.config)?;
+    let tokenizer =
+        arwkv::tokenizer::TextTokenizer::from_file(&args.tokenizer.join("tokenizer.json"))?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        anyhow::bail!(
+            "--tokenizer {}: {} tokens do not fit the config's vocabulary of {}",
+            args.tokenizer.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        );
+    }
+    let device = BackendKind::Cpu.device()?;
+    device.seed(args.seed);
+    let model = arwkv::teacher::Qwen2ForCausalLM::random(config, &device);
+    arwkv::teacher::save_pretrained(
+        &model,
+        &args.out,
+        Some(&args.tokenizer),
+        arwkv::save::DEFAULT_MAX_SHARD_BYTES,
+    )?;
+    println!(
+        "saved a random Qwen2 teacher ({} parameters) to {}",
+        model.config.parameter_count(),
+        args.out.display()
     );
     Ok(())
 }

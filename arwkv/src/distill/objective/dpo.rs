@@ -5,6 +5,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataPosition;
+use crate::distill::chunked_loss::{HeadInput, dpo_loss_chunked, sequence_logprobs_chunked};
 use crate::distill::dpo::{CompletionSpan, PreferenceData, dpo_loss, sequence_logprobs};
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
@@ -54,6 +55,9 @@ pub struct Preference {
     pub data: PreferenceData,
     /// β and ε.
     pub config: DpoConfig,
+    /// Positions per chunk of the head's log-probabilities (absent: the whole batch's logits at
+    /// once).
+    pub loss_chunk: Option<usize>,
 }
 
 impl Objective<ArwkvForCausalLM> for Preference {
@@ -64,6 +68,30 @@ impl Objective<ArwkvForCausalLM> for Preference {
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
+        if let Some(chunk) = self.loss_chunk {
+            let head = |model: &ArwkvForCausalLM| -> Result<HeadInput> {
+                let hidden = model.hidden_states(batch.ids.clone(), None)?;
+                Ok(HeadInput::new(hidden, model.head_weight()))
+            };
+            let reference = sequence_logprobs_chunked(
+                &head(&self.reference)?,
+                batch.ids.clone(),
+                batch.target_mask.clone(),
+                chunk,
+            );
+            let d = dpo_loss_chunked(
+                &head(student)?,
+                reference,
+                batch.ids,
+                batch.target_mask,
+                self.config.dpo_beta,
+                self.config.label_smoothing,
+                chunk,
+            );
+            let mut m = MicroBatch::loss_only(d.loss, batch.tokens);
+            m.preference = Some((d.accuracy, d.margin));
+            return Ok((m, next));
+        }
         let policy = sequence_logprobs(
             student.forward(batch.ids.clone(), None)?,
             batch.ids.clone(),

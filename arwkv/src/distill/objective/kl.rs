@@ -6,6 +6,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DataPosition, Dataset};
+use crate::distill::chunked_loss::{
+    CrossEntropyTerm, HeadInput, next_token_targets, stage2_loss_chunked,
+};
 use crate::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
@@ -61,6 +64,44 @@ pub struct WordLevelKl {
     pub data: Dataset,
     /// Temperature, top-k and CE weight.
     pub config: KlConfig,
+    /// Positions per chunk of the head's loss (absent: the whole batch's logits at once).
+    pub loss_chunk: Option<usize>,
+}
+
+impl WordLevelKl {
+    /// The loss and its KL part with the logits made a chunk of positions at a time.
+    fn chunked(
+        &self,
+        student: &ArwkvForCausalLM,
+        batch: &crate::data::Batch,
+        chunk: usize,
+    ) -> Result<(Tensor<1>, f64)> {
+        let teacher = HeadInput::new(
+            self.teacher
+                .hidden_states(batch.ids.clone(), None)?
+                .detach(),
+            self.teacher.head_weight().detach(),
+        );
+        let hidden = student.hidden_states_masked(batch.ids.clone(), None, batch.padding())?;
+        let [b, t] = batch.ids.dims();
+        let cross_entropy = (self.config.ce_weight > 0.0).then(|| {
+            let (targets, weights) = next_token_targets(batch.ids.clone(), batch.mask.clone());
+            CrossEntropyTerm {
+                targets,
+                weights,
+                scale: self.config.ce_weight,
+            }
+        });
+        Ok(stage2_loss_chunked(
+            &teacher,
+            &HeadInput::new(hidden, student.head_weight()),
+            batch.mask.clone().reshape([b * t]),
+            self.config.temperature,
+            self.config.kl_top_k,
+            cross_entropy,
+            chunk,
+        ))
+    }
 }
 
 impl Objective<ArwkvForCausalLM> for WordLevelKl {
@@ -71,6 +112,12 @@ impl Objective<ArwkvForCausalLM> for WordLevelKl {
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
+        if let Some(chunk) = self.loss_chunk {
+            let (loss, kl) = self.chunked(student, &batch, chunk)?;
+            let mut m = MicroBatch::loss_only(loss, batch.tokens);
+            m.kl = Some(kl);
+            return Ok((m, next));
+        }
         let teacher_logits = self.teacher.forward(batch.ids.clone(), None)?.detach();
         let logits = match batch.padding() {
             Some(mask) => student.forward_masked(batch.ids.clone(), mask)?,

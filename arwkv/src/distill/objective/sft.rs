@@ -5,6 +5,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DataPosition, Dataset};
+use crate::distill::chunked_loss::{
+    CrossEntropyTerm, HeadInput, next_token_cross_entropy_chunked, next_token_targets,
+};
 use crate::distill::loss::next_token_cross_entropy;
 use crate::error::Result;
 use crate::student::ArwkvForCausalLM;
@@ -26,6 +29,8 @@ impl SftConfig {
 pub struct AssistantCrossEntropy {
     /// Chat rows with their target masks.
     pub data: Dataset,
+    /// Positions per chunk of the head's loss (absent: the whole batch's logits at once).
+    pub loss_chunk: Option<usize>,
 }
 
 impl Objective<ArwkvForCausalLM> for AssistantCrossEntropy {
@@ -36,11 +41,20 @@ impl Objective<ArwkvForCausalLM> for AssistantCrossEntropy {
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)> {
         let (batch, next) = self.data.batch(pos, device);
-        let logits = match batch.padding() {
-            Some(mask) => student.forward_masked(batch.ids.clone(), mask)?,
-            None => student.forward(batch.ids.clone(), None)?,
+        let hidden = student.hidden_states_masked(batch.ids.clone(), None, batch.padding())?;
+        let loss = match self.loss_chunk {
+            Some(chunk) => {
+                let (targets, weights) = next_token_targets(batch.ids, batch.target_mask);
+                let term = CrossEntropyTerm {
+                    targets,
+                    weights,
+                    scale: 1.0,
+                };
+                let head = HeadInput::new(hidden, student.head_weight());
+                next_token_cross_entropy_chunked(&head, term, chunk)
+            }
+            None => next_token_cross_entropy(student.project(hidden), batch.ids, batch.target_mask),
         };
-        let loss = next_token_cross_entropy(logits, batch.ids, batch.target_mask);
         Ok((MicroBatch::loss_only(loss, batch.tokens), next))
     }
 }
