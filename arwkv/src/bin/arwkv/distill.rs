@@ -251,6 +251,10 @@ pub struct PlanArgs {
     /// Stages 2–3 with frozen MLPs (the run config's `freeze_mlp`).
     #[arg(long)]
     pub freeze_mlp: bool,
+    /// Element-wise intermediates recomputed in the backward pass (the run config's
+    /// `activation_checkpointing`).
+    #[arg(long)]
+    pub activation_checkpointing: bool,
     /// The run starts from a saved student (the run config's `student`), not one built from the
     /// teacher (DPO's reference is then a copy of its own).
     #[arg(long)]
@@ -299,6 +303,7 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         gate: !args.no_gate,
         freeze_mlp: args.freeze_mlp,
         from_checkpoint: args.from_checkpoint,
+        activation_checkpointing: args.activation_checkpointing,
         memory_gib: args.memory_gib,
         flops_per_s: args.tflops * 1e12,
     })?;
@@ -318,6 +323,9 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         );
         if args.freeze_mlp {
             println!("MLPs frozen");
+        }
+        if args.activation_checkpointing {
+            println!("activation checkpointing");
         }
         print!("{planned}");
     }
