@@ -156,6 +156,9 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     if input.stage == Stage::Pretrain {
         return bad("plan covers stages align, kl, sft and dpo".into());
     }
+    if input.loss_chunk == Some(0) {
+        return bad("the loss chunk must be at least 1 position".into());
+    }
     let q = &input.teacher;
     let student = ArwkvConfig::from_teacher(q, input.gate, false)?;
     let (c, i, v, l) = (
@@ -460,6 +463,10 @@ mod tests {
             },
             PlanInput {
                 stage: Stage::Pretrain,
+                ..input(Stage::Kl)
+            },
+            PlanInput {
+                loss_chunk: Some(0),
                 ..input(Stage::Kl)
             },
         ] {
