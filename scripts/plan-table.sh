@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Which stage of Qwen2.5 0.5B / 1.5B / 7B fits on one 24 / 80 / 141 GB GPU, from `arwkv plan`:
 # batch 1 × 2048 tokens per device, loss_chunk_tokens = 1024, with and without frozen MLPs, in f32
-# (what runs today) and in bf16-mixed (the planned policy); DPO starts from a saved student (SFT's). Prints a markdown table (README, docs/DISTILL.md).
+# and in bf16-mixed (the default on CUDA and ROCm); DPO starts from a saved student (SFT's). Prints a markdown table (README, docs/DISTILL.md).
 # Usage: scripts/plan-table.sh [BATCH] [CONTEXT]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,8 +4,6 @@
 //! chunks that do not divide the batch), on the CPU in f32. And activation checkpointing (the
 //! autodiff device's gradient checkpointing): the same loss and gradients.
 
-use std::path::PathBuf;
-
 use arwkv::distill::chunked_loss::{
     CrossEntropyTerm, HeadInput, dpo_loss_chunked, next_token_cross_entropy_chunked,
     next_token_targets, sequence_logprobs_chunked, stage2_loss_chunked,
@@ -13,8 +11,8 @@ use arwkv::distill::chunked_loss::{
 use arwkv::distill::dpo::{dpo_loss, sequence_logprobs};
 use arwkv::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
 use arwkv::student::{ArwkvForCausalLM, StudentOptions};
-use arwkv::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
-use arwkv_tests::fixtures_dir;
+use arwkv::teacher::Qwen2ForCausalLM;
+use arwkv_tests::{fixture_teacher as teacher, spread_ids as ids};
 use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::Gradients;
@@ -30,27 +28,12 @@ const PARAMETER_TOLERANCE: f64 = 1e-5;
 /// The same for the loss value.
 const VALUE_TOLERANCE: f64 = 1e-6;
 
-fn teacher(device: &Device) -> Qwen2ForCausalLM {
-    let dir: PathBuf = fixtures_dir().join("qwen2").join("tied-gqa2-f32");
-    PretrainedQwen2::load_weights_only(dir.to_str().unwrap(), device)
-        .unwrap()
-        .model
-}
-
 fn student(teacher: &Qwen2ForCausalLM, untie_head: bool) -> ArwkvForCausalLM {
     let options = StudentOptions {
         untie_head,
         ..Default::default()
     };
     ArwkvForCausalLM::from_teacher(teacher, &options).unwrap()
-}
-
-/// `[rows, len]` ids spread over the vocabulary.
-fn ids(rows: usize, len: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = (0..rows * len)
-        .map(|i| ((i * 7919 + 13) % vocab) as i64)
-        .collect();
-    Tensor::from_data(TensorData::new(data, [rows, len]), device)
 }
 
 /// Row 0 whole, row 1 padded after `real` tokens.

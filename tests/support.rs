@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use arwkv::BackendKind;
-use burn::prelude::Device;
+use arwkv::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
+use burn::prelude::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 /// `tests/fixtures`.
@@ -68,4 +69,20 @@ pub fn max_abs_diff(golden: &Value, flat: &[f32]) -> f32 {
         .zip(flat)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)
+}
+
+/// The small tied GQA fixture teacher (`qwen2/tied-gqa2-f32`), its network only.
+pub fn fixture_teacher(device: &Device) -> Qwen2ForCausalLM {
+    let dir = fixtures_dir().join("qwen2").join("tied-gqa2-f32");
+    PretrainedQwen2::load_weights_only(dir.to_str().unwrap(), device)
+        .unwrap()
+        .model
+}
+
+/// `[rows, len]` token ids spread over a vocabulary of `vocab`.
+pub fn spread_ids(rows: usize, len: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = (0..rows * len)
+        .map(|i| ((i * 7919 + 13) % vocab) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [rows, len]), device)
 }

@@ -71,6 +71,18 @@ pub enum Error {
     /// The requested compute device is unavailable.
     #[error("device: {0}")]
     Device(String),
+    /// The backend cannot compute in the run's precision.
+    #[error(
+        "precision: `{precision}` needs {dtype} arithmetic, which backend `{backend}` does not support on this device; use `precision = \"f32\"` (or another policy the device supports)"
+    )]
+    UnsupportedPrecision {
+        /// The policy asked for (`bf16-mixed`, `f16-mixed`).
+        precision: String,
+        /// The backend (`wgpu`, …).
+        backend: String,
+        /// The missing dtype (`bf16`, `f16`).
+        dtype: String,
+    },
     /// The requested backend was left out of this build (a cargo feature turns it on).
     #[error(
         "device: backend `{backend}` is not compiled into this binary; rebuild with `--features {feature}`"

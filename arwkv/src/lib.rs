@@ -22,6 +22,7 @@ pub mod model_folder;
 pub mod nn;
 pub mod notebook;
 pub mod param_tree;
+pub mod precision;
 pub mod pretrain;
 pub mod pretrained;
 pub mod sampling;
@@ -35,3 +36,4 @@ pub mod wkv7;
 
 pub use device::BackendKind;
 pub use error::{Error, Result};
+pub use precision::Precision;

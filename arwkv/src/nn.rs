@@ -4,6 +4,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use crate::param_tree::deferred;
+use crate::precision::{cast_like, f32, param_like};
 
 /// What a freshly built layer holds before any training.
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +60,8 @@ impl Linear {
     }
 }
 
-/// y = x Wᵀ + b with `weight` in Hugging Face layout `[out, in]`.
+/// y = x Wᵀ + b with `weight` in Hugging Face layout `[out, in]`, computed in `x`'s dtype (an f32
+/// master weight meets bf16 activations as a bf16 copy; the gradient flows back to it in f32).
 ///
 /// The leading dimensions are folded into rows and the product runs as one 2-D matmul against the
 /// transposed *view* of the weight: reshaping a transposed weight (what a batched matmul needs)
@@ -73,6 +75,8 @@ pub fn linear_hf<const D: usize>(
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let [d_out, _] = weight.dims();
+    let weight = cast_like(weight, &x);
+    let bias = bias.map(|b| cast_like(b, &x));
     let mut y = x.reshape([rows, d_in]).matmul(weight.transpose());
     if let Some(b) = bias {
         y = y + b.unsqueeze::<2>();
@@ -82,7 +86,8 @@ pub fn linear_hf<const D: usize>(
     y.reshape(out)
 }
 
-/// Root-mean-square layer norm, computed in f32 as transformers' `Qwen2RMSNorm`.
+/// Root-mean-square layer norm, computed in f32 as transformers' `Qwen2RMSNorm` (the normalised
+/// values return to the input's dtype before the scale, as there).
 #[derive(Module, Debug)]
 pub struct RmsNorm {
     /// `[hidden]` scale.
@@ -95,9 +100,11 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// x / sqrt(mean(x²) + eps) · weight.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let input = x.clone();
+        let x = f32(x);
         let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
-        let normed = x * (variance + self.eps).sqrt().recip();
-        normed * self.weight.val().unsqueeze()
+        let normed = cast_like(x * (variance + self.eps).sqrt().recip(), &input);
+        normed * param_like(&self.weight, &input).unsqueeze()
     }
 
     /// A norm of width `hidden`: unit scale, or deferred when `fill` is.
@@ -123,13 +130,15 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    /// Normalises `y: [B, T, H, N]` over N (one group per head), then scales and shifts per channel.
+    /// Normalises `y: [B, T, H, N]` over N (one group per head), then scales and shifts per channel;
+    /// in f32 (the time mixer's WKV output already is).
     pub fn forward_heads(&self, y: Tensor<4>) -> Tensor<4> {
         let [_, _, h, n] = y.dims();
+        let y = f32(y);
         let centered = y.clone() - y.mean_dim(3);
         let variance = centered.clone().powi_scalar(2).mean_dim(3);
         let normed = centered * (variance + self.eps).sqrt().recip();
-        let per_channel = |p: &Param<Tensor<1>>| p.val().reshape([1, 1, h, n]);
+        let per_channel = |p: &Param<Tensor<1>>| f32(p.val()).reshape([1, 1, h, n]);
         normed * per_channel(&self.weight) + per_channel(&self.bias)
     }
 

@@ -38,8 +38,8 @@ impl HeadInput {
     pub fn new(hidden: Tensor<3>, weight: Tensor<2>) -> Self {
         let [b, t, c] = hidden.dims();
         Self {
-            hidden: hidden.reshape([b * t, c]),
-            weight,
+            hidden: crate::precision::f32(hidden.reshape([b * t, c])),
+            weight: crate::precision::f32(weight),
         }
     }
 

@@ -32,6 +32,7 @@ pub fn sequence_logprobs(
     ids: Tensor<2, Int>,
     target_mask: Tensor<2>,
 ) -> Tensor<1> {
+    let logits = crate::precision::f32(logits);
     let [n, t, v] = logits.dims();
     let logp = log_softmax(logits.slice([0..n, 0..t - 1, 0..v]), 2);
     let picked = logp

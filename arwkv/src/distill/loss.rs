@@ -8,6 +8,7 @@
 //! * SFT / CE: standard next-token alignment — logits at t predict id t+1 — with a mask on the
 //!   *target* positions (not the reference's doubly shifted labels).
 
+use crate::precision::f32;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,7 @@ pub fn alignment_loss(
     mask: Option<&Tensor<2>>,
     kind: AlignmentLoss,
 ) -> Tensor<1> {
+    let (teacher, student) = (f32(teacher), f32(student));
     let [b, t, c] = student.dims();
     let sq = (student - teacher).powi_scalar(2);
     let per_token = match kind {
@@ -57,6 +59,7 @@ pub fn kl_divergence(
     mask: Tensor<2>,
     temperature: f64,
 ) -> Tensor<1> {
+    let (teacher_logits, student_logits) = (f32(teacher_logits), f32(student_logits));
     let [b, t, v] = student_logits.dims();
     let [_, _, vt] = teacher_logits.dims();
     let teacher_logits = if vt > v {
@@ -82,6 +85,7 @@ pub fn kl_divergence_top_k(
     temperature: f64,
     k: usize,
 ) -> Tensor<1> {
+    let (teacher_logits, student_logits) = (f32(teacher_logits), f32(student_logits));
     let [b, t, v] = student_logits.dims();
     let [_, _, vt] = teacher_logits.dims();
     let teacher_logits = if vt > v {
@@ -105,6 +109,7 @@ pub fn next_token_cross_entropy(
     ids: Tensor<2, Int>,
     target_mask: Tensor<2>,
 ) -> Tensor<1> {
+    let logits = f32(logits);
     let [b, t, v] = logits.dims();
     if t < 2 {
         return Tensor::zeros([1], &logits.device());

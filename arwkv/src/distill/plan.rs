@@ -4,36 +4,13 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::precision::Precision;
 use crate::student::ArwkvConfig;
 use crate::teacher::Qwen2Config;
 use crate::train::Stage;
-
-/// Numeric precision of a run: every tensor in f32, or the low-precision dtype for the frozen
-/// models and the student's compute with f32 master weights, moments, losses and WKV state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// Everything in f32 (what runs today).
-    #[default]
-    F32,
-    /// bf16 compute and frozen weights, f32 master weights and optimiser state.
-    Bf16Mixed,
-    /// f16 compute and frozen weights, f32 master weights and optimiser state.
-    F16Mixed,
-}
-
-impl Precision {
-    /// Bytes of one element of low-precision tensors (frozen weights, activations).
-    fn compute_bytes(self) -> u64 {
-        match self {
-            Self::F32 => 4,
-            Self::Bf16Mixed | Self::F16Mixed => 2,
-        }
-    }
-}
 
 /// Elements each position keeps per student layer for the backward pass, in units of the width
 /// C and of the MLP width I (counted from the time mixer's and the MLP's saved inputs and
@@ -182,20 +159,29 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     };
 
     let row = |what, bytes, phase| PlanRow { what, bytes, phase };
+    // SFT and DPO never read the teacher: `distill::run` drops it once the student is built (in f32
+    // the student's tensors are the teacher's until its first update replaces them one by one).
+    let teacher_kept = matches!(input.stage, Stage::Align | Stage::Kl);
     let mut rows = vec![row(
         "teacher weights (frozen)",
-        teacher_params * low,
+        if teacher_kept {
+            teacher_params * low
+        } else {
+            0
+        },
         Phase::Always,
     )];
     if input.stage == Stage::Dpo {
-        // Built from an f32 teacher, the reference holds only its own time mixers.
-        let own = match input.from_checkpoint || low != 4 {
-            true => student_params,
-            false => mixer_params,
-        };
-        rows.push(row("reference student (frozen)", own * low, Phase::Always));
+        // A whole student: its own copy, or (built from an f32 teacher) its time mixers and the
+        // teacher's tensors it shares, which it alone keeps alive once the teacher is dropped.
+        rows.push(row(
+            "reference student (frozen)",
+            student_params * low,
+            Phase::Always,
+        ));
     }
-    // Stage 1 never updates what a student built from the teacher shares with it.
+    // Stage 1 never updates what a student built from the teacher shares with it (under a mixed
+    // policy the teacher's low-precision tensors; only the time mixers are the student's own).
     let shares_teacher = input.stage == Stage::Align && !input.from_checkpoint;
     let own = if shares_teacher {
         mixer_params
@@ -211,7 +197,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         rows.push(row(
             "student weights (compute copy)",
             own * low,
-            Phase::Always,
+            Phase::Backward,
         ));
     }
     rows.push(row("gradients (f32)", trained * 4, Phase::Always));
@@ -400,6 +386,9 @@ mod tests {
         .unwrap();
         assert_eq!(bytes(&mixed, "teacher") * 2, bytes(&whole, "teacher"));
         assert!(mixed.rows.iter().any(|r| r.what.contains("compute copy")));
+        // SFT never reads the teacher: it is not kept.
+        assert_eq!(bytes(&plan(&input(Stage::Sft)).unwrap(), "teacher"), 0);
+        assert!(bytes(&plan(&input(Stage::Kl)).unwrap(), "teacher") > 0);
         // Two devices: each holds the model and half the rows.
         let two = plan(&PlanInput {
             devices: 2,
@@ -430,19 +419,11 @@ mod tests {
             bytes(&frozen, "gradients") + mlp,
             bytes(&whole, "gradients")
         );
-        // DPO keeps a frozen reference: its own copy when loaded from a checkpoint, only its
-        // time mixers when built from the teacher (the rest is the teacher's tensors).
+        // DPO keeps a whole frozen reference (built from the teacher, the teacher's tensors are
+        // kept by it alone) and no teacher.
         let built = plan(&input(Stage::Dpo)).unwrap();
-        let loaded = plan(&PlanInput {
-            from_checkpoint: true,
-            ..input(Stage::Dpo)
-        })
-        .unwrap();
-        assert_eq!(
-            bytes(&loaded, "reference"),
-            bytes(&whole, "student weights")
-        );
-        assert!(bytes(&built, "reference") * 4 < bytes(&loaded, "reference"));
+        assert_eq!(bytes(&built, "reference"), bytes(&whole, "student weights"));
+        assert_eq!(bytes(&built, "teacher"), 0);
         assert!(
             !whole.fits(),
             "stage 2 of 0.5B at 8 × 2048 in f32 needs more than 80 GiB"

@@ -180,6 +180,9 @@ pub struct PresetPlan {
     /// Positions per chunk of the head's loss in stages 2–3 (`loss_chunk_tokens`; none: whole
     /// logits).
     pub loss_chunk_tokens: Option<usize>,
+    /// Every stage's `precision` (none: the backend's default, f32 on the CPU and bf16-mixed on
+    /// CUDA and ROCm).
+    pub precision: Option<crate::Precision>,
     /// Our choices or the paper-era code's, where they differ.
     pub recipe: Recipe,
 }
@@ -211,6 +214,8 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             heldout_tokens: 16_384,
             // 4096 tokens: whole logits are a small part of a step.
             loss_chunk_tokens: None,
+            // f32 on the CPU, where it runs: the embedded default's results.
+            precision: None,
             recipe: Recipe::Ours,
         }),
         // GPU preset with a hub teacher (downloads with feature `hub`, or reads the HF cache).
@@ -235,6 +240,8 @@ pub fn preset_plan(name: &str) -> Result<PresetPlan> {
             // 151,936 tokens: whole logits would be 5 × 2.5 GB at the context extension's 2 × 2048
             // positions (`arwkv plan`).
             loss_chunk_tokens: Some(1024),
+            // bf16-mixed on CUDA and ROCm (the backends' default), f32 if run on the CPU.
+            precision: None,
             recipe: Recipe::Ours,
         }),
         _ => Err(Error::UnknownPreset {
@@ -307,6 +314,7 @@ impl PresetPlan {
         cfg.device = self.device.clone();
         cfg.schedule.lr = budget.lr;
         cfg.loss_chunk_tokens = self.loss_chunk_tokens;
+        cfg.precision = self.precision;
         self.recipe.configure(&mut cfg);
         cfg
     }

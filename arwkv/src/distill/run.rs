@@ -98,9 +98,13 @@ pub struct RunSummary {
 /// checkpoint made under the same config, or over a run that is deleted first).
 pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
-    let mut device = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?
-        .device()?
-        .autodiff();
+    let backend = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?;
+    let mut device = backend.device()?.autodiff();
+    let precision = match cfg.precision {
+        Some(precision) => precision,
+        None => crate::Precision::default_for(backend, &device),
+    };
+    precision.check_supported(backend, &device)?;
     if cfg.activation_checkpointing {
         device = device.gradient_checkpointing();
     }
@@ -108,8 +112,18 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
     let source = load_source(cfg, tokenizer, teacher.chat_template.as_ref())?;
-    let teacher_model = teacher.model.clone().no_grad();
-    let initial_student = || initial_student(cfg, &teacher_model, &device);
+    // The folder's own copy of the network is dropped here: only `teacher_model` holds it (and,
+    // under a mixed precision, only in the low-precision dtype once the student is built).
+    let teacher_dir = teacher.dir;
+    let mut teacher_model = teacher.model.no_grad();
+    // Stage 1 trains only the time mixers: its student shares the rest with the teacher, so the
+    // teacher drops to the low precision first and only the mixers are f32. The other stages train
+    // everything, so their student is built from the f32 teacher and keeps f32 master weights.
+    if cfg.stage.kind() == Stage::Align {
+        teacher_model = teacher_model.with_weights_in(precision.compute_dtype());
+    }
+    let initial_student =
+        || initial_student(cfg, &teacher_model, &device).map(|s| s.time_mixers_in_f32());
 
     let start = match resume_from {
         Some((dir, state)) => LoopStart {
@@ -121,19 +135,23 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         },
         None => LoopStart::fresh(initial_student()?, AdamW::new(cfg.optim.clone())),
     };
-    // DPO's reference is the run's starting point, also when resuming.
+    // DPO's reference is the run's starting point, also when resuming; frozen, so stored in the
+    // precision's dtype like the teacher.
     let reference = match cfg.stage.kind() {
-        Stage::Dpo => Some(initial_student()?.no_grad()),
+        Stage::Dpo => Some(initial_student()?.no_grad().stored_in(precision)),
         _ => None,
     };
+    let model = start.model.computing_in(precision);
     let start = LoopStart {
         model: match cfg.stage.kind() {
-            Stage::Align => start.model.only_time_mixers_trainable(),
-            _ if cfg.freeze_mlp => start.model.freeze_mlp(),
-            _ => start.model,
+            Stage::Align => model.only_time_mixers_trainable(),
+            _ if cfg.freeze_mlp => model.freeze_mlp(),
+            _ => model,
         },
         ..start
     };
+    // The student is built; the teacher now drops to the low precision (a no-op in stage 1).
+    let teacher_model = teacher_model.with_weights_in(precision.compute_dtype());
     let objective = objective_for(cfg, teacher_model, source, reference);
     // Recorded once the run can start, so a config that fails to load leaves no run behind.
     write_atomic(
@@ -151,7 +169,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         out: cfg.out.clone(),
     };
     let mut checkpoint = |student: &ArwkvForCausalLM, opt: &AdamW, step, pos| {
-        save_checkpoint(cfg, step, student, &teacher.dir, opt, pos)
+        save_checkpoint(cfg, step, student, &teacher_dir, opt, pos)
     };
     let end = crate::train::train(
         &train_loop,
@@ -165,7 +183,7 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
         save_pretrained(
             &end.model,
             &cfg.out.join("student"),
-            Some(&teacher.dir),
+            Some(&teacher_dir),
             crate::save::DEFAULT_MAX_SHARD_BYTES,
         )?;
     }

@@ -121,6 +121,12 @@ pub struct RunConfig {
     /// balanced gradient checkpointing): less memory, more time, the same gradients.
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Numeric precision: `f32`, `bf16-mixed` or `f16-mixed` (the frozen teacher stored and run
+    /// in the low-precision dtype, the student's f32 master weights computing in it; norms, the
+    /// WKV-7 state and the losses in f32). Absent: the backend's default (f32 on the CPU,
+    /// bf16-mixed on CUDA and ROCm, the best the adapter supports on WGPU).
+    #[serde(default)]
+    pub precision: Option<crate::Precision>,
 }
 
 fn default_device() -> String {
@@ -169,6 +175,7 @@ impl RunConfig {
             freeze_mlp: false,
             loss_chunk_tokens: None,
             activation_checkpointing: false,
+            precision: None,
         }
     }
 

@@ -44,11 +44,12 @@ pub const RUN_STATE: [&str; 5] = [
 /// Config keys that may change between a run and its resume (where it runs, how often it saves,
 /// how it trades memory for time); any other difference would continue one run with another's
 /// settings.
-const RESUMABLE_CHANGES: [&str; 5] = [
+const RESUMABLE_CHANGES: [&str; 6] = [
     "device",
     "save_every",
     "out",
     "loss_chunk_tokens",
+    "precision",
     "activation_checkpointing",
 ];
 

@@ -54,10 +54,12 @@ pub fn alignment_losses(
     for (tl, sl) in layers.iter().zip(&student.model.layers) {
         let h = tl.input_layernorm.forward(x.clone()).detach();
         let attention = tl.self_attn.forward(h.clone(), &cos, &sin, None).detach();
-        let mixed = sl
-            .self_attn
-            .time_mixer
-            .forward(h, v_first.take(), None, mask)?;
+        let mixed = sl.self_attn.time_mixer.forward(
+            h.cast(student.compute_dtype),
+            v_first.take(),
+            None,
+            mask,
+        )?;
         v_first = Some(mixed.v_first.detach());
         per_layer.push(alignment_loss(attention.clone(), mixed.out, mask, kind));
         let h = x + attention;

@@ -104,7 +104,7 @@ pub fn loglikelihoods(
                 TensorData::new(cont.iter().map(|&c| c as i64).collect(), [1, n, 1]),
                 device,
             );
-            scores[i] = log_softmax(rows, 2)
+            scores[i] = log_softmax(crate::precision::f32(rows), 2)
                 .gather(2, targets)
                 .sum()
                 .into_scalar::<f64>();

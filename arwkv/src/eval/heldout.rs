@@ -98,9 +98,11 @@ fn timed(forward: Forward, x: Tensor<2, Int>, clock: &mut f64) -> Result<Tensor<
     Ok(logits)
 }
 
-/// Next-token log-probabilities `[b, T-1, v]` and targets `[b, T-1, 1]` of one window batch.
+/// Next-token log-probabilities `[b, T-1, v]` (in f32, whatever the model computes in) and targets
+/// `[b, T-1, 1]` of one window batch.
 fn shifted(logits: Tensor<3>, x: &Tensor<2, Int>, v: usize) -> (Tensor<3>, Tensor<3, Int>) {
     let [b, t] = x.dims();
+    let logits = crate::precision::f32(logits);
     let log_p = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]), 2);
     let targets = x.clone().slice([0..b, 1..t]).reshape([b, t - 1, 1]);
     (log_p, targets)

@@ -4,6 +4,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::module::embedding;
 
 use super::config::ArwkvConfig;
@@ -59,6 +60,10 @@ pub struct ArwkvForCausalLM {
     /// Validated configuration.
     #[module(skip)]
     pub config: ArwkvConfig,
+    /// The dtype the forward computes in: f32, or bf16/f16 under a mixed precision policy (the
+    /// weights stay as stored; each is cast where it is used).
+    #[module(skip)]
+    pub compute_dtype: FloatDType,
 }
 
 /// How a student is made from a teacher. In a config file every key is optional (the defaults
@@ -176,6 +181,7 @@ impl ArwkvForCausalLM {
             lm_head: (!q.tie_word_embeddings)
                 .then(|| Linear::new(c, q.vocab_size, false, deferred, device)),
             config,
+            compute_dtype: FloatDType::F32,
         }
     }
 
@@ -250,6 +256,28 @@ impl ArwkvForCausalLM {
         Ok(model)
     }
 
+    /// The model computing as `precision` says: its forward in the low-precision dtype with the
+    /// weights kept as they are (the student being trained: f32 master weights).
+    pub fn computing_in(mut self, precision: crate::Precision) -> Self {
+        self.compute_dtype = precision.compute_dtype();
+        self
+    }
+
+    /// The model with its time mixers' parameters in f32: a student built from a teacher stored in
+    /// a low precision shares the teacher's tensors elsewhere (stage 1 trains only the mixers).
+    pub fn time_mixers_in_f32(mut self) -> Self {
+        for layer in &mut self.model.layers {
+            let mixer = layer.self_attn.time_mixer.clone();
+            layer.self_attn.time_mixer = crate::precision::cast_parameters(mixer, FloatDType::F32);
+        }
+        self
+    }
+
+    /// The model stored and computing in `precision`'s dtype (a frozen copy: DPO's reference).
+    pub fn stored_in(self, precision: crate::Precision) -> Self {
+        crate::precision::cast_parameters(self, precision.compute_dtype()).computing_in(precision)
+    }
+
     /// Every parameter with its checkpoint name, in checkpoint order.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         named_tensors(self)
@@ -311,7 +339,7 @@ impl ArwkvForCausalLM {
             return Err(Error::EmptyInput);
         }
         crate::teacher::model::check_ids(&ids, self.config.qwen.vocab_size)?;
-        let mut x = embedding(self.model.embed_tokens.weight.val(), ids);
+        let mut x = embedding(self.model.embed_tokens.weight.val(), ids).cast(self.compute_dtype);
         let mut v_first = None;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let prev = state.as_deref().and_then(|s| s.layer(i).cloned());

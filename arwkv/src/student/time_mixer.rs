@@ -24,6 +24,7 @@ use super::init::{InitRng, LayerSchedule, channel_vector, matrix};
 use crate::error::{Error, Result};
 use crate::nn::{GroupNorm, Linear};
 use crate::param_tree::{deferred, fill};
+use crate::precision::{cast_like, f32, param_like};
 use crate::weights::Checkpoint;
 use crate::wkv7::{wkv7, wkv7_padded};
 
@@ -131,10 +132,10 @@ pub fn unused_in_layer_zero(name: &str) -> bool {
     matches!(name.rsplit('.').next(), Some("v0" | "v1" | "v2"))
 }
 
-/// `x [B,T,C] · m [C,R]` → `[B,T,R]`.
+/// `x [B,T,C] · m [C,R]` → `[B,T,R]`, in `x`'s dtype.
 fn low_rank(x: Tensor<3>, m: &Param<Tensor<2>>) -> Tensor<3> {
     let [b, t, c] = x.dims();
-    let m = m.val();
+    let m = param_like(m, &x);
     let [_, r] = m.dims();
     x.reshape([b * t, c]).matmul(m).reshape([b, t, r])
 }
@@ -246,6 +247,8 @@ impl TimeMixer {
     /// With a padding `mask` `[B, T]` (1 = real token), padded positions read as zero inputs, leave
     /// the WKV state unchanged and output 0, so a left- or right-padded row gives its unpadded
     /// outputs at its real positions; the shift state is the last real token's.
+    /// Computes in `x`'s dtype, except the decay, the removal key, the WKV-7 recurrence with its
+    /// state, the GroupNorm and the bonus, which run in f32 (the precision policy).
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -272,7 +275,10 @@ impl TimeMixer {
                     [b, t]
                 )));
             }
-            Some(m) => Some(m.clone().greater_elem(0.5).float().reshape([b, t, 1])),
+            Some(m) => Some(cast_like(
+                m.clone().greater_elem(0.5).float().reshape([b, t, 1]),
+                &x,
+            )),
             None => None,
         };
         let x = match &real {
@@ -280,8 +286,8 @@ impl TimeMixer {
             None => x,
         };
         let (shift, wkv_state) = match state {
-            Some(s) => (s.shift, Some(s.wkv)),
-            None => (Tensor::zeros([b, c], &device), None),
+            Some(s) => (cast_like(s.shift, &x), Some(s.wkv)),
+            None => (Tensor::zeros([b, c], (&device, x.dtype())), None),
         };
         // 1–2. token shift and lerps.
         let mut x_prev = shift.reshape([b, 1, c]);
@@ -289,7 +295,7 @@ impl TimeMixer {
             x_prev = Tensor::cat(vec![x_prev, x.clone().slice([0..b, 0..t - 1, 0..c])], 1);
         }
         let delta = x_prev - x.clone();
-        let lerp = |mu: &Param<Tensor<3>>| x.clone() + delta.clone() * mu.val();
+        let lerp = |mu: &Param<Tensor<3>>| x.clone() + delta.clone() * param_like(mu, &x);
         let (xr, xw, xk, xv, xa) = (
             lerp(&self.x_r),
             lerp(&self.x_w),
@@ -301,9 +307,9 @@ impl TimeMixer {
         let r = self.receptance.forward(xr);
         let k = self.key.forward(xk);
         let v = self.value.forward(xv.clone());
-        // 4. ω = −softplus(−z) − 0.5 = log σ(z) − 0.5.
-        let z = self.w0.val() + low_rank(low_rank(xw, &self.w1).tanh(), &self.w2);
-        let omega = log_sigmoid(z) + MAX_LOG_LOG_DECAY as f32;
+        // 4. ω = −softplus(−z) − 0.5 = log σ(z) − 0.5, in f32.
+        let z = param_like(&self.w0, &x) + low_rank(low_rank(xw, &self.w1).tanh(), &self.w2);
+        let omega = log_sigmoid(f32(z)) + MAX_LOG_LOG_DECAY as f32;
         // 5. value residual.
         let (v, v_first) = if self.layer_id == 0 {
             (v.clone(), v)
@@ -314,16 +320,17 @@ impl TimeMixer {
                     self.layer_id
                 ))
             })?;
-            let mix = sigmoid(self.v0.val() + low_rank(low_rank(xv, &self.v1), &self.v2));
+            let mix =
+                sigmoid(param_like(&self.v0, &x) + low_rank(low_rank(xv, &self.v1), &self.v2));
             (v.clone() + (v_first.clone() - v) * mix, v_first)
         };
         // 6. in-context learning rate.
-        let a = sigmoid(self.a0.val() + low_rank(low_rank(xa, &self.a1), &self.a2));
+        let a = sigmoid(param_like(&self.a0, &x) + low_rank(low_rank(xa, &self.a1), &self.a2));
         // 8. removal key, normalised per head.
         let heads = |y: Tensor<3>| y.reshape([b, t, h, n]);
         // max(‖kk‖, ε) as √max(‖kk‖², ε²): the same value, and a zero key (a padded position)
         // gets a zero gradient instead of 0·∞ from the square root's slope at 0.
-        let kk = heads(k.clone() * self.k_k.val());
+        let kk = f32(heads(k.clone() * param_like(&self.k_k, &x)));
         let norm = kk
             .clone()
             .powi_scalar(2)
@@ -332,9 +339,9 @@ impl TimeMixer {
             .sqrt();
         let kk = kk / norm;
         // 9. replacement key.
-        let k = k * ((a.clone() - 1.0) * self.k_a.val() + 1.0);
-        // 10. WKV.
-        let (r, k, v, a) = (heads(r), heads(k), heads(v), heads(a));
+        let k = k * ((a.clone() - 1.0) * param_like(&self.k_a, &x) + 1.0);
+        // 10. WKV, in f32 from here to the bonus.
+        let (r, k, v, a) = (f32(heads(r)), f32(heads(k)), f32(heads(v)), f32(heads(a)));
         let (wkv_r, wkv_w, wkv_k, wkv_v, wkv_a, wkv_b) = (
             r.clone(),
             heads(omega),
@@ -353,8 +360,8 @@ impl TimeMixer {
             o = ln.forward_heads(o);
         }
         // 12. bonus.
-        let bonus = (r * k * self.r_k.val().reshape([1, 1, h, n])).sum_dim(3);
-        let o = (o + bonus * v).reshape([b, t, c]);
+        let bonus = (r * k * f32(self.r_k.val()).reshape([1, 1, h, n])).sum_dim(3);
+        let o = cast_like((o + bonus * v).reshape([b, t, c]), &x);
         // 7 + 13. gate and output.
         let o = match (&self.x_g, &self.g1, &self.g2) {
             (Some(x_g), Some(g1), Some(g2)) => {
@@ -391,6 +398,7 @@ fn last_real_row(x: Tensor<3>, real: Tensor<2>) -> Tensor<2> {
     let positions = Tensor::<1, Int>::arange(1..t as i64 + 1, &x.device())
         .float()
         .reshape([1, t]);
+    let real = f32(real);
     let last = (real * positions).argmax(1); // [B, 1]
     x.gather(1, last.reshape([b, 1, 1]).expand([b, 1, c]))
         .reshape([b, c])

@@ -28,7 +28,8 @@ impl LayerKv {
             old => {
                 let capacity = needed + MIN_HEADROOM.max(self.len / 8);
                 let grown = |old: Option<Tensor<4>>, like: &Tensor<4>| {
-                    let buffer = Tensor::zeros([b, kv, capacity, d], &like.device());
+                    let buffer =
+                        Tensor::zeros([b, kv, capacity, d], (&like.device(), like.dtype()));
                     match old {
                         Some(old) if self.len > 0 => {
                             let kept = old.slice([0..b, 0..kv, 0..self.len, 0..d]);

@@ -14,6 +14,7 @@ use super::rope::{RotaryEmbedding, apply_rotary};
 use crate::error::{Error, Result};
 use crate::nn::{Fill, Linear, RmsNorm};
 use crate::param_tree::{fill, named_tensors};
+use crate::precision::{cast_like, cast_parameters, f32};
 use crate::weights::Checkpoint;
 
 /// Token embedding table `[vocab, hidden]`.
@@ -133,13 +134,14 @@ impl Qwen2Attention {
 /// Attention of one new token `q: [B, H, 1, D]` over every cached key and value
 /// (`[B, KV, L, D]`), as `softmax(q kᵀ · scale) v` per head: the query heads that share a key/value
 /// head are stacked as rows, so the cache is read where it lies (no repeated heads, no copy) and no
-/// causal mask is needed (the new token sees every position). Returns `[B, H, D]`.
+/// causal mask is needed (the new token sees every position); the softmax runs in f32. Returns
+/// `[B, H, D]`.
 pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<3> {
     let [b, h, _, d] = q.dims();
     let kvh = k.dims()[1];
     let q = q.reshape([b, kvh, h / kvh, d]);
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-    let weights = burn::tensor::activation::softmax(scores, 3);
+    let weights = cast_like(burn::tensor::activation::softmax(f32(scores), 3), &v);
     weights.matmul(v).reshape([b, h, d])
 }
 
@@ -257,6 +259,12 @@ impl Qwen2ForCausalLM {
             (tied && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
         })?;
         Ok(model)
+    }
+
+    /// The model with every weight stored in `dtype`; it then computes in `dtype` (a frozen
+    /// teacher under a mixed precision policy). Norms and attention's decode softmax stay f32.
+    pub fn with_weights_in(self, dtype: burn::tensor::FloatDType) -> Self {
+        cast_parameters(self, dtype)
     }
 
     /// Every parameter with its Hugging Face name.

@@ -6,6 +6,8 @@
 
 use burn::prelude::*;
 
+use crate::precision::cast_like;
+
 /// Precomputed inverse frequencies of one head width.
 #[derive(Clone, Debug)]
 pub struct RotaryEmbedding {
@@ -41,11 +43,13 @@ impl RotaryEmbedding {
     }
 }
 
-/// Applies the rotation to `x` of shape `[B, H, T, D]`.
+/// Applies the rotation to `x` of shape `[B, H, T, D]`, in `x`'s dtype (the f32 tables are cast
+/// to it, as transformers does).
 pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let (cos, sin) = (cast_like(cos.clone(), &x), cast_like(sin.clone(), &x));
     let [b, h, t, d] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+    x * cos + rotated * sin
 }

@@ -5,8 +5,8 @@
 //! plots, interrupt), and every `save_every` steps, at the end and on an interrupt a checkpoint
 //! through the caller's [`Checkpointer`] and the rewritten loss page.
 //!
-//! Where the next capabilities plug in: the forward precision is chosen inside
-//! `Objective::micro_batch`, activation checkpointing wraps the model's layers there, and data
+//! Where the other capabilities sit: the precision policy is the models' own (`crate::precision`,
+//! set when a run is prepared), activation checkpointing is the training device's, and data
 //! parallelism all-reduces the gradients [`accumulate_gradients`] returns, before the optimiser step.
 
 use std::path::{Path, PathBuf};

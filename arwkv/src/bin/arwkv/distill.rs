@@ -25,6 +25,10 @@ pub struct DistillArgs {
     /// Default: `ours`.
     #[arg(long)]
     pub recipe: Option<String>,
+    /// Every stage's precision in a preset job: `f32`, `bf16-mixed` or `f16-mixed`. Default: the
+    /// backend's (f32 on cpu, bf16-mixed on cuda and rocm). A run config sets its `precision` key.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Continue from the newest checkpoint in the run directory (made under the same config).
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
@@ -40,7 +44,14 @@ pub fn distill(args: DistillArgs) -> Result<()> {
     if let Some(name) = &args.preset {
         let recipe: arwkv::distill::preset::Recipe =
             args.recipe.as_deref().unwrap_or("ours").parse()?;
-        let plan = arwkv::distill::preset::preset_plan(name)?.with_recipe(recipe);
+        let mut plan = arwkv::distill::preset::preset_plan(name)?.with_recipe(recipe);
+        if let Some(precision) = &args.precision {
+            plan.precision = Some(
+                precision
+                    .parse()
+                    .with_context(|| format!("--precision {precision}"))?,
+            );
+        }
         let summary = arwkv::distill::preset::run_plan(
             &plan,
             &args.out,
@@ -54,6 +65,10 @@ pub fn distill(args: DistillArgs) -> Result<()> {
     anyhow::ensure!(
         args.recipe.is_none(),
         "--recipe applies to --preset jobs; in a run config, set each switch itself (docs/DISTILL.md)"
+    );
+    anyhow::ensure!(
+        args.precision.is_none(),
+        "--precision applies to --preset jobs; in a run config, set its `precision` key"
     );
     let config = args.config.context("--config or --preset is required")?;
     let cfg = arwkv::distill::run::RunConfig::from_file(&config)?;
@@ -279,13 +294,10 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         .ok()
         .filter(|s| *s != arwkv::train::Stage::Pretrain)
         .with_context(|| format!("--stage {}: expected align, kl, sft or dpo", args.stage))?;
-    let precision: Precision = serde_json::from_value(serde_json::json!(args.precision))
-        .with_context(|| {
-            format!(
-                "--precision {}: expected f32, bf16-mixed or f16-mixed",
-                args.precision
-            )
-        })?;
+    let precision: Precision = args
+        .precision
+        .parse()
+        .with_context(|| format!("--precision {}", args.precision))?;
     if !(args.tflops.is_finite() && args.tflops > 0.0) {
         anyhow::bail!("--tflops must be a positive number");
     }
