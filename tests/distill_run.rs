@@ -6,14 +6,7 @@ use std::path::{Path, PathBuf};
 use arwkv::data::DataConfig;
 use arwkv::distill::run::{Observer, RunConfig, Stage, Start, StepMetrics, run};
 use arwkv::train::{Decay, LrSchedule};
-use arwkv_tests::fixtures_dir;
-
-struct Quiet;
-impl Observer for Quiet {
-    fn on_step(&mut self, _: &StepMetrics, _: u64) -> bool {
-        true
-    }
-}
+use arwkv_tests::{Quiet, fixtures_dir, run_losses as losses};
 
 fn corpus(dir: &Path) -> PathBuf {
     let text = (0..40)
@@ -57,14 +50,6 @@ fn config(stage: Stage, out: PathBuf, data: PathBuf, steps: u64) -> RunConfig {
     let path = out.with_extension("toml");
     std::fs::write(&path, text).unwrap();
     RunConfig::from_file(&path).unwrap()
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss)
-        .collect()
 }
 
 #[test]

@@ -12,8 +12,8 @@ use arwkv::distill::dpo::{dpo_loss, sequence_logprobs};
 use arwkv::distill::loss::{kl_divergence, kl_divergence_top_k, next_token_cross_entropy};
 use arwkv::student::{ArwkvForCausalLM, StudentOptions};
 use arwkv::teacher::Qwen2ForCausalLM;
-use arwkv_tests::{fixture_teacher as teacher, spread_ids as ids};
-use burn::module::{ModuleVisitor, Param};
+use arwkv_tests::{fixture_teacher as teacher, parameter_gradients, spread_ids as ids};
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
@@ -46,24 +46,10 @@ fn mask(len: usize, real: usize, device: &Device) -> Tensor<2> {
 
 /// Every parameter's gradient with its id, in the model's order.
 fn gradients(model: &ArwkvForCausalLM, grads: &Gradients) -> Vec<(String, Vec<f32>)> {
-    struct Collect<'a> {
-        grads: &'a Gradients,
-        out: Vec<(String, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = param.grad(self.grads) {
-                let v = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-                self.out.push((param.id.to_string(), v));
-            }
-        }
-    }
-    let mut c = Collect {
-        grads,
-        out: Vec::new(),
-    };
-    model.visit(&mut c);
-    c.out
+    parameter_gradients(model, grads)
+        .into_iter()
+        .map(|(id, _, values)| (id, values))
+        .collect()
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {

@@ -11,12 +11,14 @@ use arwkv::distill::chunked_loss::{
     CrossEntropyTerm, HeadInput, next_token_targets, stage2_loss_chunked,
 };
 use arwkv::distill::loss::{kl_divergence, next_token_cross_entropy};
-use arwkv::distill::run::{Observer, RunConfig, Stage, StageConfig, Start, StepMetrics, run};
+use arwkv::distill::run::{RunConfig, Stage, StageConfig, Start, run};
 use arwkv::student::{ArwkvForCausalLM, StudentOptions};
 use arwkv::teacher::Qwen2ForCausalLM;
 use arwkv::{BackendKind, Precision};
-use arwkv_tests::{fixture_teacher as teacher, fixtures_dir, spread_ids as ids};
-use burn::module::{ModuleVisitor, Param};
+use arwkv_tests::{
+    Quiet, fixture_teacher as teacher, fixtures_dir, parameter_gradients, run_losses as losses,
+    spread_ids as ids,
+};
 use burn::prelude::*;
 use burn::tensor::{DType, Gradients};
 
@@ -78,24 +80,10 @@ fn relative(a: &[f32], b: &[f32]) -> f64 {
 
 /// Every parameter's gradient in the model's order, with its dtype.
 fn gradients(model: &ArwkvForCausalLM, grads: &Gradients) -> Vec<(DType, Vec<f32>)> {
-    struct Collect<'a> {
-        grads: &'a Gradients,
-        out: Vec<(DType, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = param.grad(self.grads) {
-                let dtype = g.dtype();
-                self.out.push((dtype, flat(g)));
-            }
-        }
-    }
-    let mut c = Collect {
-        grads,
-        out: Vec::new(),
-    };
-    model.visit(&mut c);
-    c.out
+    parameter_gradients(model, grads)
+        .into_iter()
+        .map(|(_, dtype, values)| (dtype, values))
+        .collect()
 }
 
 #[test]
@@ -183,21 +171,6 @@ fn a_mixed_teacher_and_student_stay_within_tolerance_of_f32_with_f32_master_grad
             );
         }
     }
-}
-
-struct Quiet;
-impl Observer for Quiet {
-    fn on_step(&mut self, _: &StepMetrics, _: u64) -> bool {
-        true
-    }
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss)
-        .collect()
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {

@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use arwkv::BackendKind;
+use arwkv::distill::run::{Observer, StepMetrics};
 use arwkv::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Gradients};
 use serde_json::Value;
 
 /// `tests/fixtures`.
@@ -85,4 +88,48 @@ pub fn spread_ids(rows: usize, len: usize, vocab: usize, device: &Device) -> Ten
         .map(|i| ((i * 7919 + 13) % vocab) as i64)
         .collect();
     Tensor::from_data(TensorData::new(data, [rows, len]), device)
+}
+
+/// An observer that lets every step run and shows nothing.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn on_step(&mut self, _: &StepMetrics, _: u64) -> bool {
+        true
+    }
+}
+
+/// The loss of every step a run wrote to `out/metrics.jsonl`.
+pub fn run_losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss)
+        .collect()
+}
+
+/// Every parameter's gradient in `model`'s order: its id, its dtype and its values as f32.
+pub fn parameter_gradients<M: Module>(
+    model: &M,
+    grads: &Gradients,
+) -> Vec<(String, DType, Vec<f32>)> {
+    struct Collect<'a> {
+        grads: &'a Gradients,
+        out: Vec<(String, DType, Vec<f32>)>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = param.grad(self.grads) {
+                let dtype = g.dtype();
+                let values = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                self.out.push((param.id.to_string(), dtype, values));
+            }
+        }
+    }
+    let mut c = Collect {
+        grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut c);
+    c.out
 }
