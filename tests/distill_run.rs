@@ -234,6 +234,7 @@ fn bad_configs_and_data_are_named() {
         ("[data]\n[schedule]\nlr = nan\n", "schedule.lr"),
         ("ce_weight = -1.0\n[data]\n", "ce_weight"),
         ("label_smoothing = 0.7\n[data]\n", "label_smoothing"),
+        ("devices = 0\n[data]\n", "devices"),
         (
             "[data]\n[student_options]\ngate = false\nbogus = 1\n",
             "bogus",
@@ -266,6 +267,22 @@ fn bad_configs_and_data_are_named() {
     let e = run(&cfg, Start::Fresh, &mut Quiet).unwrap_err().to_string();
     assert!(e.contains("0 row(s)") && e.contains("3 bad row(s)"), "{e}");
     let _ = LrSchedule::default();
+
+    // Several devices need Burn's NCCL all-reduce: refused on the CPU before anything is written.
+    let out = dir.path().join("two-devices");
+    let mut cfg = config(Stage::Kl, out.clone(), corpus(dir.path()), 1);
+    cfg.devices = 2;
+    let e = run(&cfg, Start::Fresh, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(&e, arwkv::Error::Setting { key, .. } if key == "devices"),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
+        e.contains("= 2 needs backend `cuda`") && e.contains("`cpu`"),
+        "{e}"
+    );
+    assert!(!out.join("run.json").exists() && !out.join("checkpoints").exists());
 }
 
 #[test]
@@ -706,13 +723,22 @@ fn a_stage_reads_only_its_own_keys_and_a_key_of_another_stage_is_named() {
 fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint() {
     use arwkv::Error;
     use arwkv::data::DataPosition;
-    use arwkv::train::{AdamW, AdamWConfig, LoopStart, MicroBatch, Objective, TrainLoop, train};
+    use arwkv::train::{
+        AdamW, AdamWConfig, LoopStart, MicroBatch, Objective, Ranks, TrainLoop, train,
+    };
     use burn::nn::{Linear, LinearConfig};
     use burn::prelude::*;
 
     /// A least-squares toy whose second micro-batch has a NaN loss.
     struct NanAtSecondBatch;
     impl Objective<Linear> for NanAtSecondBatch {
+        fn next_position(&self, pos: DataPosition) -> DataPosition {
+            DataPosition {
+                epoch: 0,
+                batch: pos.batch + 1,
+            }
+        }
+
         fn micro_batch(
             &self,
             model: &Linear,
@@ -755,10 +781,9 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
     let e = match train(
         &cfg,
         start,
-        &NanAtSecondBatch,
+        &Ranks::single(&NanAtSecondBatch, &device),
         &mut checkpoint,
         &mut Quiet,
-        &device,
     ) {
         Ok(_) => panic!("a NaN loss must stop the run"),
         Err(e) => e,
@@ -800,10 +825,9 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
     let e = train(
         &zero,
         start,
-        &NanAtSecondBatch,
+        &Ranks::single(&NanAtSecondBatch, &device),
         &mut |_: &Linear, _: &AdamW, _, _| Ok(dir.path().to_path_buf()),
         &mut Quiet,
-        &device,
     )
     .err()
     .expect("save_every = 0 is refused");
@@ -966,4 +990,176 @@ fn table1_trains_its_three_students_per_seed_and_reports_mean_and_sd() {
     assert!(gated.model.config.has_gate);
     assert_eq!(mlp(&frozen), mlp(&stage1), "ARWKV: frozen MLP");
     assert_ne!(mlp(&active), mlp(&stage1), "active MLP trains");
+}
+
+/// Data parallelism's logic without GPUs: N ranks (threads on one CPU device, summing through
+/// `SharedMemoryRanks`) train the fixture teacher on next-token prediction exactly as one device
+/// does with N × grad_accum accumulated micro-batches, and a run resumes on another N.
+mod data_parallel {
+    use std::path::Path;
+
+    use arwkv::data::DataPosition;
+    use arwkv::distill::loss::next_token_cross_entropy;
+    use arwkv::teacher::Qwen2ForCausalLM;
+    use arwkv::train::{
+        AdamW, AdamWConfig, Decay, LoopStart, LrSchedule, MicroBatch, Objective, Rank, Ranks,
+        SharedMemoryRanks, Stage, TrainLoop, train,
+    };
+    use arwkv_tests::{Quiet, fixture_teacher, run_losses, spread_ids};
+    use burn::prelude::*;
+
+    /// Next-token cross-entropy on two rows that differ with every data position.
+    struct RowsByPosition {
+        vocab: usize,
+    }
+
+    impl Objective<Qwen2ForCausalLM> for RowsByPosition {
+        fn next_position(&self, pos: DataPosition) -> DataPosition {
+            DataPosition {
+                epoch: 0,
+                batch: pos.batch + 1,
+            }
+        }
+
+        fn micro_batch(
+            &self,
+            model: &Qwen2ForCausalLM,
+            pos: DataPosition,
+            device: &Device,
+        ) -> arwkv::Result<(MicroBatch, DataPosition)> {
+            let all = spread_ids(2 * (pos.batch as usize + 1), 12, self.vocab, device);
+            let ids = all.narrow(0, 2 * pos.batch as usize, 2);
+            let logits = model.forward(ids.clone(), None)?;
+            let mask = Tensor::<2>::ones([2, 12], device);
+            let loss = next_token_cross_entropy(logits, ids, mask);
+            Ok((MicroBatch::loss_only(loss, 24), self.next_position(pos)))
+        }
+    }
+
+    fn device() -> Device {
+        arwkv::BackendKind::Cpu.device().unwrap().autodiff()
+    }
+
+    fn vocab() -> usize {
+        fixture_teacher(&device()).config.vocab_size
+    }
+
+    /// What a run ends with: its trained model, its optimiser and the data position of its last
+    /// checkpoint.
+    struct Trained {
+        model: Qwen2ForCausalLM,
+        opt: AdamW,
+        pos: DataPosition,
+    }
+
+    /// Trains from `from` (a fresh fixture teacher when `None`) up to `steps` on `ranks` ranks
+    /// with `grad_accum` micro-batches each, writing metrics to `out`.
+    fn trained(
+        ranks: usize,
+        grad_accum: u64,
+        steps: u64,
+        from: Option<(Trained, u64)>,
+        out: &Path,
+    ) -> Trained {
+        let device = device();
+        let objective = RowsByPosition { vocab: vocab() };
+        let collective = SharedMemoryRanks::new(ranks);
+        let all = Ranks::data_parallel(
+            (0..ranks)
+                .map(|_| Rank {
+                    objective: &objective,
+                    device: device.clone(),
+                })
+                .collect(),
+            &collective,
+        )
+        .unwrap();
+        let cfg = TrainLoop {
+            stage: Stage::Pretrain,
+            steps,
+            grad_accum,
+            save_every: 1,
+            // Constant, so that a run cut short and resumed sees the same rates.
+            schedule: LrSchedule {
+                lr: 1e-3,
+                warmup_steps: 0,
+                decay: Decay::Constant,
+                ..LrSchedule::default()
+            },
+            out: out.to_path_buf(),
+        };
+        let start = match from {
+            None => LoopStart::fresh(fixture_teacher(&device), AdamW::new(AdamWConfig::default())),
+            Some((t, step)) => LoopStart {
+                model: t.model,
+                opt: t.opt,
+                step,
+                pos: t.pos,
+                checkpoint: Some(out.join("resumed-from")),
+            },
+        };
+        let mut last = None;
+        let mut checkpoint = |m: &Qwen2ForCausalLM, o: &AdamW, _, pos| {
+            last = Some((m.clone(), o.clone(), pos));
+            Ok(out.join("checkpoint"))
+        };
+        train(&cfg, start, &all, &mut checkpoint, &mut Quiet).unwrap();
+        let (model, opt, pos) = last.unwrap();
+        Trained { model, opt, pos }
+    }
+
+    /// The largest difference between the two models' logits on fixed rows, relative to the
+    /// largest logit.
+    fn logits_gap(a: &Qwen2ForCausalLM, b: &Qwen2ForCausalLM) -> f32 {
+        let ids = spread_ids(2, 12, vocab(), &device());
+        let la = a.forward(ids.clone(), None).unwrap();
+        let lb = b.forward(ids, None).unwrap();
+        let scale = la.clone().abs().max().into_scalar::<f32>();
+        (la - lb).abs().max().into_scalar::<f32>() / scale
+    }
+
+    #[test]
+    fn n_ranks_take_the_step_of_one_device_accumulating_n_micro_batches() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let one = trained(1, 4, 3, None, dirs[0].path());
+        let two = trained(2, 2, 3, None, dirs[1].path());
+        let four = trained(4, 1, 3, None, dirs[2].path());
+        let reference = run_losses(dirs[0].path());
+        assert_eq!(reference.len(), 3);
+        for (n, run, dir) in [(2, &two, &dirs[1]), (4, &four, &dirs[2])] {
+            // Same data stream: 12 micro-batches read, whatever N.
+            assert_eq!(run.pos, one.pos, "{n} ranks");
+            assert_eq!(run.pos.batch, 12);
+            // Same update up to the order of a float sum (stated tolerance: 1e-5 relative).
+            let gap = logits_gap(&run.model, &one.model);
+            assert!(gap < 1e-5, "{n} ranks: logits differ by {gap:e} (relative)");
+            for (a, b) in run_losses(dir.path()).iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs(),
+                    "{n} ranks: loss {a} vs {b}"
+                );
+            }
+        }
+        // And the steps did train: the weights moved.
+        assert!(logits_gap(&one.model, &fixture_teacher(&device())) > 1e-4);
+    }
+
+    #[test]
+    fn a_run_resumes_on_another_number_of_ranks_and_continues_the_same_stream() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let reference = trained(1, 4, 3, None, dirs[0].path());
+        // One step on two ranks, then two on four ranks from its checkpoint.
+        let first = trained(2, 2, 1, None, dirs[1].path());
+        assert_eq!(first.pos.batch, 4);
+        let resumed = trained(4, 1, 3, Some((first, 1)), dirs[1].path());
+        assert_eq!(resumed.pos, reference.pos);
+        let gap = logits_gap(&resumed.model, &reference.model);
+        assert!(gap < 1e-5, "resumed on 4 ranks: logits differ by {gap:e}");
+        let losses = run_losses(dirs[1].path());
+        let expected = run_losses(dirs[0].path());
+        assert_eq!(losses.len(), 3);
+        for (a, b) in losses.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-6 * b.abs(), "loss {a} vs {b}");
+        }
+    }
 }

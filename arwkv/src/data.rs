@@ -105,6 +105,30 @@ pub struct DataPosition {
     pub batch: u64,
 }
 
+impl DataPosition {
+    /// The same place with a finished pass wrapped to the next one's start, for data with
+    /// `per_epoch` batches per pass (positions are stored unwrapped: `batch` may equal it).
+    pub fn wrapped(self, per_epoch: u64) -> Self {
+        if self.batch >= per_epoch {
+            Self {
+                epoch: self.epoch + 1,
+                batch: 0,
+            }
+        } else {
+            self
+        }
+    }
+
+    /// The position after the batch at `self`, for data with `per_epoch` batches per pass.
+    pub fn after(self, per_epoch: u64) -> Self {
+        let at = self.wrapped(per_epoch);
+        Self {
+            epoch: at.epoch,
+            batch: at.batch + 1,
+        }
+    }
+}
+
 fn role_alias(role: &str) -> &str {
     match role {
         "human" => "user",
@@ -392,17 +416,16 @@ impl Dataset {
         order
     }
 
+    /// The position after the batch at `pos`, without reading it.
+    pub fn next_position(&self, pos: DataPosition) -> DataPosition {
+        pos.after(self.batches_per_epoch())
+    }
+
     /// The batch at `pos` and the position after it.
     pub fn batch(&self, pos: DataPosition, device: &Device) -> (Batch, DataPosition) {
         let per_epoch = self.batches_per_epoch();
-        let pos = if pos.batch >= per_epoch {
-            DataPosition {
-                epoch: pos.epoch + 1,
-                batch: 0,
-            }
-        } else {
-            pos
-        };
+        let next = pos.after(per_epoch);
+        let pos = pos.wrapped(per_epoch);
         let order = self.order(pos.epoch);
         let bs = self.config.batch_size;
         let t = self.config.context;
@@ -423,10 +446,6 @@ impl Dataset {
             mask: Tensor::from_data(TensorData::new(mask, [bs, t]), device),
             target_mask: Tensor::from_data(TensorData::new(targets, [bs, t]), device),
             tokens,
-        };
-        let next = DataPosition {
-            epoch: pos.epoch,
-            batch: pos.batch + 1,
         };
         (batch, next)
     }

@@ -83,6 +83,34 @@ impl BackendKind {
     }
 }
 
+impl BackendKind {
+    /// `n` devices of this backend for a data-parallel run (rank 0 first). More than one is
+    /// refused, naming the backend, except on CUDA: Burn 0.22.1's collective all-reduce exists
+    /// only there (NCCL).
+    pub fn devices(self, n: usize) -> Result<Vec<Device>> {
+        if n <= 1 {
+            return Ok(vec![self.device()?]);
+        }
+        if self != Self::Cuda {
+            return Err(Error::Setting {
+                scope: "run config".into(),
+                key: "devices".into(),
+                message: format!(
+                    "= {n} needs backend `cuda`: Burn 0.22.1's all-reduce is NCCL-only, so backend `{self}` trains on one device"
+                ),
+            });
+        }
+        self.device()?;
+        #[cfg(feature = "cuda")]
+        return Ok((0..n).map(Device::cuda).collect());
+        #[allow(unreachable_code)]
+        Err(Error::BackendNotCompiled {
+            backend: self.name().into(),
+            feature: self.feature().into(),
+        })
+    }
+}
+
 /// The device of `$ARWKV_DEVICE` (what the kernel's `:device` magic sets), else the CPU.
 pub fn current_device() -> Result<Device> {
     BackendKind::from_flag_or_env(None)?.device()

@@ -205,16 +205,15 @@ impl PreferenceData {
         (self.pairs.len() / self.batch_size) as u64
     }
 
+    /// The position after the batch at `pos`, without reading it.
+    pub fn next_position(&self, pos: DataPosition) -> DataPosition {
+        pos.after(self.batches_per_epoch())
+    }
+
     /// The batch at `pos` and the position after it.
     pub fn batch(&self, pos: DataPosition, device: &Device) -> (PreferenceBatch, DataPosition) {
-        let pos = if pos.batch >= self.batches_per_epoch() {
-            DataPosition {
-                epoch: pos.epoch + 1,
-                batch: 0,
-            }
-        } else {
-            pos
-        };
+        let next = self.next_position(pos);
+        let pos = pos.wrapped(self.batches_per_epoch());
         let mut order: Vec<usize> = (0..self.pairs.len()).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             self.seed ^ pos.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -243,13 +242,7 @@ impl PreferenceData {
             target_mask: Tensor::from_data(TensorData::new(mask, [n, t]), device),
             tokens,
         };
-        (
-            batch,
-            DataPosition {
-                epoch: pos.epoch,
-                batch: pos.batch + 1,
-            },
-        )
+        (batch, next)
     }
 }
 

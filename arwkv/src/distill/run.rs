@@ -28,10 +28,11 @@ use crate::error::{Error, Result};
 use crate::save::write_atomic;
 use crate::student::{ArwkvForCausalLM, PretrainedArwkv, save_pretrained};
 use crate::teacher::{PretrainedQwen2, Qwen2ForCausalLM};
-use crate::train::{AdamW, LoopStart, Objective, TrainLoop};
+use crate::train::{AdamW, BurnAllReduce, LoopStart, Objective, Rank, Ranks, TrainLoop};
 pub use crate::train::{Observer, StepMetrics, TerminalProgress};
 
 /// The data a stage reads.
+#[derive(Clone)]
 enum Source {
     /// Token rows (stages 1, 2, SFT).
     Tokens(Dataset),
@@ -99,15 +100,22 @@ pub struct RunSummary {
 pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result<RunSummary> {
     cfg.validate()?;
     let backend = crate::BackendKind::from_flag_or_env(Some(&cfg.device))?;
-    let mut device = backend.device()?.autodiff();
+    // One device per data-parallel rank; rank 0's holds the model the loop trains.
+    let training = |d: Device| match cfg.activation_checkpointing {
+        true => d.autodiff().gradient_checkpointing(),
+        false => d.autodiff(),
+    };
+    let mut rank_devices: Vec<Device> = backend
+        .devices(cfg.devices)?
+        .into_iter()
+        .map(training)
+        .collect();
+    let device = rank_devices.remove(0);
     let precision = match cfg.precision {
         Some(precision) => precision,
         None => crate::Precision::default_for(backend, &device),
     };
     precision.check_supported(backend, &device)?;
-    if cfg.activation_checkpointing {
-        device = device.gradient_checkpointing();
-    }
     let resume_from = prepare(cfg, start)?;
     let teacher = PretrainedQwen2::load(&cfg.teacher, &device)?;
     let tokenizer = teacher.tokenizer()?;
@@ -152,6 +160,18 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     };
     // The student is built; the teacher now drops to the low precision (a no-op in stage 1).
     let teacher_model = teacher_model.with_weights_in(precision.compute_dtype());
+    // Ranks 1.. get their own copies of the teacher, the data and DPO's reference.
+    let other_objectives: Vec<_> = rank_devices
+        .iter()
+        .map(|d| {
+            objective_for(
+                cfg,
+                teacher_model.clone().to_device(d),
+                source.clone(),
+                reference.clone().map(|r| r.to_device(d)),
+            )
+        })
+        .collect();
     let objective = objective_for(cfg, teacher_model, source, reference);
     // Recorded once the run can start, so a config that fails to load leaves no run behind.
     write_atomic(
@@ -171,14 +191,26 @@ pub fn run(cfg: &RunConfig, start: Start, observer: &mut dyn Observer) -> Result
     let mut checkpoint = |student: &ArwkvForCausalLM, opt: &AdamW, step, pos| {
         save_checkpoint(cfg, step, student, &teacher_dir, opt, pos)
     };
-    let end = crate::train::train(
-        &train_loop,
-        start,
-        objective.as_ref(),
-        &mut checkpoint,
-        observer,
-        &device,
-    )?;
+    let collective;
+    let ranks =
+        match rank_devices.is_empty() {
+            true => Ranks::single(objective.as_ref(), &device),
+            false => {
+                let mut all = vec![Rank {
+                    objective: objective.as_ref(),
+                    device: device.clone(),
+                }];
+                all.extend(other_objectives.iter().zip(&rank_devices).map(
+                    |(objective, device)| Rank {
+                        objective: objective.as_ref(),
+                        device: device.clone(),
+                    },
+                ));
+                collective = BurnAllReduce::start(all.iter().map(|r| r.device.clone()).collect());
+                Ranks::data_parallel(all, &collective)?
+            }
+        };
+    let end = crate::train::train(&train_loop, start, &ranks, &mut checkpoint, observer)?;
     if !end.interrupted {
         save_pretrained(
             &end.model,

@@ -94,9 +94,14 @@ pub struct RunConfig {
     pub seed: u64,
     /// Optimiser steps.
     pub steps: u64,
-    /// Micro-batches per optimiser step.
+    /// Micro-batches per optimiser step and device.
     #[serde(default = "one")]
     pub grad_accum: u64,
+    /// Data-parallel devices, each holding a copy of the student and the teacher (rank 0 alone the optimiser); a
+    /// step reads the stream's next `devices × grad_accum` micro-batches. More than one needs the
+    /// cuda backend (Burn 0.22.1's all-reduce is NCCL-only). A resume may change it.
+    #[serde(default = "one_device")]
+    pub devices: usize,
     /// Save a checkpoint every this many steps (and at the end).
     #[serde(default = "default_save_every")]
     pub save_every: u64,
@@ -127,6 +132,10 @@ pub struct RunConfig {
     /// bf16-mixed on CUDA and ROCm, the best the adapter supports on WGPU).
     #[serde(default)]
     pub precision: Option<crate::Precision>,
+}
+
+fn one_device() -> usize {
+    1
 }
 
 fn default_device() -> String {
@@ -168,6 +177,7 @@ impl RunConfig {
             seed: 0,
             steps,
             grad_accum: one(),
+            devices: one_device(),
             save_every: steps,
             data,
             optim: AdamWConfig::default(),
@@ -273,6 +283,9 @@ impl RunConfig {
         }
         if self.grad_accum == 0 || self.save_every == 0 {
             return bad("grad_accum and save_every must be at least 1");
+        }
+        if self.devices == 0 {
+            return bad("devices must be at least 1");
         }
         if self.loss_chunk_tokens == Some(0) {
             return bad("loss_chunk_tokens must be at least 1 (leave it out for no chunking)");

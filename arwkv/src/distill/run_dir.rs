@@ -44,8 +44,9 @@ pub const RUN_STATE: [&str; 5] = [
 /// Config keys that may change between a run and its resume (where it runs, how often it saves,
 /// how it trades memory for time); any other difference would continue one run with another's
 /// settings.
-const RESUMABLE_CHANGES: [&str; 6] = [
+const RESUMABLE_CHANGES: [&str; 7] = [
     "device",
+    "devices",
     "save_every",
     "out",
     "loss_chunk_tokens",

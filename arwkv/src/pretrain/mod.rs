@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::teacher::{Qwen2Config, Qwen2ForCausalLM, save_pretrained};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{
-    AdamW, AdamWConfig, LoopStart, LrSchedule, Observer, Stage, StepMetrics, TrainLoop, train,
+    AdamW, AdamWConfig, LoopStart, LrSchedule, Observer, Ranks, Stage, StepMetrics, TrainLoop,
+    train,
 };
 pub use next_token::NextToken;
 
@@ -163,6 +164,12 @@ pub fn pretrain(cfg: &PretrainConfig, observer: &mut dyn Observer) -> Result<Opt
     };
     let start = LoopStart::fresh(model, AdamW::new(cfg.optim.clone()));
     let objective = NextToken { data: dataset };
-    let end = train(&train_loop, start, &objective, &mut save, observer, &device)?;
+    let end = train(
+        &train_loop,
+        start,
+        &Ranks::single(&objective, &device),
+        &mut save,
+        observer,
+    )?;
     Ok(end.last)
 }

@@ -16,6 +16,10 @@ pub struct NextToken {
 }
 
 impl Objective<Qwen2ForCausalLM> for NextToken {
+    fn next_position(&self, pos: DataPosition) -> DataPosition {
+        self.data.next_position(pos)
+    }
+
     fn micro_batch(
         &self,
         model: &Qwen2ForCausalLM,

@@ -35,8 +35,9 @@ impl MicroBatch {
     }
 }
 
-/// A stage's objective over its own data, for the model type `M` it trains.
-pub trait Objective<M> {
+/// A stage's objective over its own data, for the model type `M` it trains. `Sync` because the
+/// ranks of a data-parallel run read it from their own threads.
+pub trait Objective<M>: Sync {
     /// The loss of the micro-batch at `pos` for `model`, and the position after it.
     fn micro_batch(
         &self,
@@ -44,4 +45,8 @@ pub trait Objective<M> {
         pos: DataPosition,
         device: &Device,
     ) -> Result<(MicroBatch, DataPosition)>;
+
+    /// The position after the micro-batch at `pos`, without reading it (how a data-parallel
+    /// step deals out its micro-batches).
+    fn next_position(&self, pos: DataPosition) -> DataPosition;
 }

@@ -7,7 +7,8 @@
 //!
 //! Where the other capabilities sit: the precision policy is the models' own (`crate::precision`,
 //! set when a run is prepared), activation checkpointing is the training device's, and data
-//! parallelism all-reduces the gradients [`accumulate_gradients`] returns, before the optimiser step.
+//! parallelism ([`super::data_parallel`]) deals a step's micro-batches to the [`Ranks`] and sums
+//! their gradients before rank 0's optimiser step (one rank: the plain loop).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +17,8 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use super::objective::{MicroBatch, Objective};
+use super::data_parallel::{Rank, RankShare, Ranks};
+use super::objective::MicroBatch;
 use super::optim::AdamW;
 use super::schedule::LrSchedule;
 use super::step::{Observer, Stage, StepMetrics};
@@ -31,7 +33,7 @@ pub struct TrainLoop {
     pub stage: Stage,
     /// Optimiser steps of the whole run.
     pub steps: u64,
-    /// Micro-batches per optimiser step (at least 1).
+    /// Micro-batches per optimiser step and rank (at least 1).
     pub grad_accum: u64,
     /// A checkpoint every this many steps (and at the end, and on an interrupt).
     pub save_every: u64,
@@ -84,14 +86,14 @@ pub struct LoopEnd<M> {
     pub interrupted: bool,
 }
 
-/// Runs `cfg.steps - start.step` optimiser steps of `objective` on `start.model`.
+/// Runs `cfg.steps - start.step` optimiser steps of the ranks' objective on `start.model`
+/// (on rank 0's device; `Ranks::single` for one device).
 pub fn train<M: Module + Clone>(
     cfg: &TrainLoop,
     start: LoopStart<M>,
-    objective: &dyn Objective<M>,
+    ranks: &Ranks<'_, M>,
     checkpoint: &mut Checkpointer<'_, M>,
     observer: &mut dyn Observer,
-    device: &Device,
 ) -> Result<LoopEnd<M>> {
     if cfg.grad_accum == 0 || cfg.save_every == 0 {
         return Err(Error::Setting {
@@ -117,13 +119,12 @@ pub fn train<M: Module + Clone>(
     while step < cfg.steps {
         let lr = schedule.lr_at(step);
         let t0 = Instant::now();
-        let (grads, sums) = accumulate_gradients(
+        let (grads, sums) = step_gradients(
             cfg,
-            objective,
+            ranks,
             &model,
             &mut pos,
             (step, last_checkpoint.as_deref()),
-            device,
         )?;
         let (next, stats) = opt.step(model, grads, lr);
         model = next;
@@ -187,6 +188,7 @@ fn metric_lines_up_to(path: &Path, resumed: bool, step: u64) -> Result<Vec<Strin
 /// Sums over one step's micro-batches (divided by their number for the step's metrics).
 #[derive(Default)]
 struct StepSums {
+    micro_batches: usize,
     loss: f64,
     kl: f64,
     tokens: usize,
@@ -198,19 +200,32 @@ struct StepSums {
 impl StepSums {
     /// Adds one micro-batch's report (its loss value already read).
     fn add(&mut self, micro: &MicroBatch, loss: f64) {
-        self.tokens += micro.tokens;
-        if let Some((accuracy, margin)) = micro.preference {
-            self.accuracy += accuracy;
-            self.margin += margin;
-        }
-        self.loss += loss;
-        self.kl += micro.kl.unwrap_or(0.0);
+        let (accuracy, margin) = micro.preference.unwrap_or_default();
+        self.merge(StepSums {
+            micro_batches: 1,
+            loss,
+            kl: micro.kl.unwrap_or(0.0),
+            tokens: micro.tokens,
+            accuracy,
+            margin,
+            per_layer: micro.per_layer.clone(),
+        });
+    }
+
+    /// Adds another rank's sums.
+    fn merge(&mut self, other: StepSums) {
+        self.micro_batches += other.micro_batches;
+        self.loss += other.loss;
+        self.kl += other.kl;
+        self.tokens += other.tokens;
+        self.accuracy += other.accuracy;
+        self.margin += other.margin;
         if self.per_layer.is_empty() {
-            self.per_layer = vec![0.0; micro.per_layer.len()];
+            self.per_layer = vec![0.0; other.per_layer.len()];
         }
         self.per_layer
             .iter_mut()
-            .zip(&micro.per_layer)
+            .zip(&other.per_layer)
             .for_each(|(a, b)| *a += b);
     }
 
@@ -224,7 +239,7 @@ impl StepSums {
         step_started: Instant,
         run_started: Instant,
     ) -> StepMetrics {
-        let n = cfg.grad_accum as f64;
+        let n = self.micro_batches as f64;
         StepMetrics {
             stage: cfg.stage,
             step,
@@ -241,41 +256,52 @@ impl StepSums {
     }
 }
 
-/// One optimiser step's gradients: `cfg.grad_accum` micro-batches of the objective, each loss
-/// scaled by 1/grad_accum, backward, summed. A non-finite loss stops the run, naming the step
-/// and the last checkpoint (`at`).
-fn accumulate_gradients<M: Module>(
+/// One optimiser step's gradients: the stream's next `grad_accum` micro-batches per rank, dealt
+/// round-robin, each loss scaled by 1/(their number), backward, summed on each rank and then over
+/// the ranks. A non-finite loss stops the run, naming the step and the last checkpoint (`at`).
+fn step_gradients<M: Module + Clone>(
     cfg: &TrainLoop,
-    objective: &dyn Objective<M>,
+    ranks: &Ranks<'_, M>,
     model: &M,
     pos: &mut DataPosition,
     at: (u64, Option<&Path>),
-    device: &Device,
 ) -> Result<(GradientsParams, StepSums)> {
-    let mut grads: Option<GradientsParams> = None;
-    let mut sums = StepSums::default();
-    for _ in 0..cfg.grad_accum {
-        let (micro, next) = objective.micro_batch(model, *pos, device)?;
-        *pos = next;
-        let value = micro.loss.clone().into_scalar::<f64>();
-        if !value.is_finite() {
-            let (step, checkpoint) = at;
-            return Err(Error::Diverged {
-                stage: format!("{:?}", cfg.stage),
-                step: step + 1,
-                quantity: "loss",
-                value,
-                last_checkpoint: checkpoint.map(Path::to_path_buf),
+    let count = ranks.len() * cfg.grad_accum as usize;
+    let mut positions = Vec::with_capacity(count);
+    for _ in 0..count {
+        positions.push(*pos);
+        *pos = ranks.lead().objective.next_position(*pos);
+    }
+    let share = |rank: &Rank<'_, M>, replica: M, mine: &[DataPosition]| {
+        let mut grads: Option<GradientsParams> = None;
+        let mut sums = StepSums::default();
+        for &p in mine {
+            let (micro, _) = rank.objective.micro_batch(&replica, p, &rank.device)?;
+            let value = micro.loss.clone().into_scalar::<f64>();
+            if !value.is_finite() {
+                let (step, checkpoint) = at;
+                return Err(Error::Diverged {
+                    stage: format!("{:?}", cfg.stage),
+                    step: step + 1,
+                    quantity: "loss",
+                    value,
+                    last_checkpoint: checkpoint.map(Path::to_path_buf),
+                });
+            }
+            sums.add(&micro, value);
+            let g = GradientsParams::from_grads((micro.loss / count as f64).backward(), &replica);
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => accumulate(acc, g, &replica),
             });
         }
-        sums.add(&micro, value);
-        let g = GradientsParams::from_grads((micro.loss / cfg.grad_accum as f64).backward(), model);
-        grads = Some(match grads {
-            None => g,
-            Some(acc) => accumulate(acc, g, model),
-        });
-    }
-    Ok((grads.expect("at least one micro-batch"), sums))
+        let grads = grads.unwrap_or_default();
+        Ok(RankShare::new(replica, grads, sums))
+    };
+    let (grads, per_rank) = ranks.step(model, &positions, &share)?;
+    let mut sums = StepSums::default();
+    per_rank.into_iter().for_each(|s| sums.merge(s));
+    Ok((grads, sums))
 }
 
 /// Adds the gradients of `b` into `a`, parameter by parameter.

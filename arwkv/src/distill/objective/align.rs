@@ -38,6 +38,10 @@ pub struct Alignment {
 }
 
 impl Objective<ArwkvForCausalLM> for Alignment {
+    fn next_position(&self, pos: DataPosition) -> DataPosition {
+        self.data.next_position(pos)
+    }
+
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

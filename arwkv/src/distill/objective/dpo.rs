@@ -61,6 +61,10 @@ pub struct Preference {
 }
 
 impl Objective<ArwkvForCausalLM> for Preference {
+    fn next_position(&self, pos: DataPosition) -> DataPosition {
+        self.data.next_position(pos)
+    }
+
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

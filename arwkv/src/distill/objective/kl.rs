@@ -105,6 +105,10 @@ impl WordLevelKl {
 }
 
 impl Objective<ArwkvForCausalLM> for WordLevelKl {
+    fn next_position(&self, pos: DataPosition) -> DataPosition {
+        self.data.next_position(pos)
+    }
+
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,

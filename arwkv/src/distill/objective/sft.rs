@@ -34,6 +34,10 @@ pub struct AssistantCrossEntropy {
 }
 
 impl Objective<ArwkvForCausalLM> for AssistantCrossEntropy {
+    fn next_position(&self, pos: DataPosition) -> DataPosition {
+        self.data.next_position(pos)
+    }
+
     fn micro_batch(
         &self,
         student: &ArwkvForCausalLM,
