@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::prelude::*;
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -24,6 +22,9 @@ pub const TEXT_FILES: [&str; 7] = [
     "vocab.json",
     "merges.txt",
 ];
+
+/// Values read from a tensor at once while saving it (16 MB of f32).
+const SAVE_BLOCK: usize = 1 << 22;
 
 /// Default largest shard (as transformers' `save_pretrained`): 5 GB.
 pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
@@ -77,18 +78,24 @@ impl NamedTensor {
         }
     }
 
-    /// Bytes as f32, little-endian.
-    fn f32_bytes(&self) -> Result<Vec<u8>> {
-        let data = match self {
-            Self::D1(_, t) => t.to_data(),
-            Self::D2(_, t) => t.to_data(),
-            Self::D3(_, t) => t.to_data(),
-        };
-        let values = data
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Invalid(format!("reading tensor `{}`: {e:?}", self.name())))?;
-        Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    /// Writes the values as f32, little-endian, reading the tensor a slice of [`SAVE_BLOCK`] values
+    /// at a time (so a save holds a few megabytes of values at once, never a whole tensor's or
+    /// checkpoint's: a 7B model's embeddings alone are 2 GB).
+    fn write_f32_le(&self, out: &mut impl std::io::Write, path: &Path) -> Result<()> {
+        let len = self.shape().iter().product::<usize>();
+        let flat = self.reshaped([len]);
+        let mut bytes = Vec::with_capacity(4 * SAVE_BLOCK);
+        for start in (0..len).step_by(SAVE_BLOCK) {
+            let end = (start + SAVE_BLOCK).min(len);
+            let data = flat.clone().slice(start..end).to_data().convert::<f32>();
+            let values = data
+                .as_slice::<f32>()
+                .map_err(|e| Error::Invalid(format!("reading tensor `{}`: {e:?}", self.name())))?;
+            bytes.clear();
+            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            out.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
     }
 
     fn byte_len(&self) -> usize {
@@ -143,32 +150,43 @@ pub fn save_safetensors(dir: &Path, tensors: &[NamedTensor], max_shard_bytes: us
     )
 }
 
+/// Writes one safetensors file: the 8-byte header length, the JSON header (names, dtype, shapes,
+/// contiguous data offsets in the order given; padded with spaces to 8 bytes), then each tensor's
+/// f32 values in turn, into a temporary sibling renamed when complete.
 fn write_shard(
     path: &Path,
     tensors: &[&NamedTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.f32_bytes())
-        .collect::<Result<_>>()?;
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            TensorView::new(Dtype::F32, t.shape(), b)
-                .map(|v| (t.name().to_string(), v))
-                .map_err(|e| Error::Tensor {
-                    file: path.to_path_buf(),
-                    tensor: t.name().into(),
-                    message: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::Checkpoint {
-        file: path.to_path_buf(),
-        message: format!("writing failed: {e}"),
-    })?;
+    use std::io::Write;
+    let mut header = serde_json::Map::new();
+    if let Some(metadata) = metadata {
+        header.insert("__metadata__".into(), json!(metadata));
+    }
+    let mut offset = 0usize;
+    for t in tensors {
+        let end = offset + t.byte_len();
+        header.insert(
+            t.name().to_string(),
+            json!({ "dtype": "F32", "shape": t.shape(), "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_string(&header).expect("a header serialises");
+    header.push_str(&" ".repeat((8 - header.len() % 8) % 8));
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::io(parent, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|_| out.write_all(header.as_bytes()))
+        .map_err(|e| Error::io(path, e))?;
+    for t in tensors {
+        t.write_f32_le(&mut out, path)?;
+    }
+    out.flush().map_err(|e| Error::io(path, e))?;
+    drop(out);
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     make_readable(path)
 }
 
@@ -207,4 +225,55 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     make_readable(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_file_is_valid_safetensors_with_every_value() {
+        let device = Device::flex();
+        let a = Tensor::<2>::from_data(
+            TensorData::new(vec![1.5f32, -2.0, 3.25, 0.0, 7.0, -0.5], [2, 3]),
+            &device,
+        );
+        // Longer than one read block, so that it is written in several.
+        let long: Vec<f32> = (0..SAVE_BLOCK + 3).map(|i| i as f32 * 0.5).collect();
+        let b = Tensor::<1>::from_data(TensorData::new(long, [SAVE_BLOCK + 3]), &device);
+        let c = Tensor::<3>::from_data(TensorData::new(vec![9.0f32], [1, 1, 1]), &device);
+        let tensors = [
+            NamedTensor::new("z.weight".into(), a),
+            NamedTensor::new("a.bias".into(), b),
+            NamedTensor::new("m.x".into(), c),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        save_safetensors(dir.path(), &tensors, usize::MAX).unwrap();
+        let bytes = std::fs::read(dir.path().join(SINGLE_FILE)).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + header_len) % 8, 0, "data starts 8-byte aligned");
+        // The safetensors crate's own reader validates the header and the offsets.
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for t in &tensors {
+            let view = file.tensor(t.name()).unwrap();
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            assert_eq!(view.shape(), t.shape().as_slice());
+            let values: Vec<f32> = view
+                .data()
+                .chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let expected = t.reshaped([t.shape().iter().product::<usize>()]);
+            assert_eq!(
+                values,
+                expected.into_data().to_vec::<f32>().unwrap(),
+                "{}",
+                t.name()
+            );
+        }
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(metadata.metadata().as_ref().unwrap()["format"], "pt");
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }
