@@ -17,6 +17,10 @@ use crate::train::Stage;
 /// intermediates; DECISIONS "The memory planner").
 const TIME_MIXER_WIDTHS: u64 = 40;
 const MLP_WIDTHS: u64 = 4;
+/// The same for stage 1, whose time mixers see the teacher's detached hidden states and whose
+/// layers keep no MLP intermediates: measured 34.5 C per position and layer at Qwen2.5-0.5B's shape
+/// (the forward's growth of anonymous memory at 1 × 256 tokens, BENCHMARKS "The rehearsal").
+const ALIGN_WIDTHS: u64 = 35;
 /// `[positions, V]` f32 tensors alive at the loss's peak without chunks: stage 2 (teacher and
 /// student logits, two log-softmaxes, the teacher's probabilities), SFT and DPO (logits,
 /// log-softmax, gradient). Measured: 4.5–4.8 for stage 2 at V = 151,936.
@@ -203,7 +207,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     rows.push(row("gradients (f32)", trained * 4, Phase::Always));
     rows.push(row("AdamW moments (f32)", 2 * trained * 4, Phase::Always));
     let per_layer = match input.stage {
-        Stage::Align => TIME_MIXER_WIDTHS * c + 2 * c,
+        Stage::Align => ALIGN_WIDTHS * c,
         _ => TIME_MIXER_WIDTHS * c + MLP_WIDTHS * i,
     };
     let mut activations = positions * l * per_layer * low;
