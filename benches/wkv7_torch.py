@@ -28,7 +28,10 @@ def main() -> None:
                           ("threads", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16"],
+                   help="bf16: inputs and gradients stored in bf16 around the f32 recurrence, as `arwkv bench wkv7 --dtype bf16`")
     a = p.parse_args()
+    stored = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.threads:
@@ -40,12 +43,12 @@ def main() -> None:
     w, iclr, dy = u(-3, -0.5), u(0, 1), u(-1, 1)
     kk = torch.nn.functional.normalize(kappa, dim=-1)
     aa, bb = -kk, kk * iclr
-    leaves = [x.to(dev).requires_grad_() for x in (r, w, k, v, aa, bb)]
-    dy = dy.to(dev)
+    leaves = [x.to(dev, stored).requires_grad_() for x in (r, w, k, v, aa, bb)]
+    dy = dy.to(dev, stored)
 
     def run():
-        y, _ = wkv7(*leaves)
-        (y * dy).sum().backward()
+        y, _ = wkv7(*(x.float() for x in leaves))
+        (y.to(stored) * dy).sum().backward()
         sync()
 
     for _ in range(a.warmup):
@@ -61,7 +64,8 @@ def main() -> None:
     print(json.dumps(dict(bench="wkv7_fwd_bwd", implementation=f"torch {torch.__version__} token loop + autograd",
                           device=(torch.cuda.get_device_name(dev) if dev.type == "cuda"
                                   else f"cpu x{torch.get_num_threads()} threads"),
-                          shape=f"B={a.batch} T={a.seq} H={a.heads} N={a.head_size}", median_s=median,
+                          shape=f"B={a.batch} T={a.seq} H={a.heads} N={a.head_size}" + ("" if a.device == "cpu" else f" {a.dtype}"),
+                          median_s=median,
                           tokens_per_s=a.batch * a.seq / median)))
 
 

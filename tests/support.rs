@@ -10,9 +10,13 @@ use burn::prelude::{Device, Int, Tensor, TensorData};
 use burn::tensor::{DType, Gradients};
 use serde_json::Value;
 
-/// `tests/fixtures`.
+/// `tests/fixtures`, or `$ARWKV_TEST_FIXTURES` where the test binaries run away from the checkout
+/// they were built in (`scripts/gpu-check.sh` on a GPU machine).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    match std::env::var_os("ARWKV_TEST_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+    }
 }
 
 /// The tiny Qwen2 checkpoints made by `fixtures/make_qwen2_fixtures.py`.
@@ -35,11 +39,19 @@ pub fn golden(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
 }
 
-/// The devices the golden tests run on: the CPU always, WGPU / CUDA when compiled in.
+/// The devices the golden tests run on: the CPU always, WGPU / CUDA when compiled in, unless
+/// `$ARWKV_TEST_BACKENDS` (comma-separated: `cpu,cuda`) narrows them (`scripts/gpu-check.sh` runs
+/// CUDA and a real GPU's Vulkan apart, so that one missing driver does not hide the other's result).
 pub fn test_devices() -> Vec<(BackendKind, Device)> {
+    let wanted = std::env::var("ARWKV_TEST_BACKENDS").ok();
+    let wanted = |k: &BackendKind| {
+        wanted
+            .as_deref()
+            .is_none_or(|list| list.split(',').any(|name| name.trim() == k.name()))
+    };
     [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda]
         .into_iter()
-        .filter(|k| k.is_compiled())
+        .filter(|k| k.is_compiled() && wanted(k))
         .map(|k| (k, k.device().expect("compiled backend")))
         .collect()
 }

@@ -266,7 +266,7 @@ mod tests {
             let expected = t.reshaped([t.shape().iter().product::<usize>()]);
             assert_eq!(
                 values,
-                expected.into_data().to_vec::<f32>().unwrap(),
+                expected.into_data().try_to_vec::<f32>().unwrap(),
                 "{}",
                 t.name()
             );

@@ -23,6 +23,8 @@ pub struct DistillBench {
     pub loss_chunk: Option<usize>,
     /// Recompute element-wise intermediates in the backward pass (`activation_checkpointing`).
     pub activation_checkpointing: bool,
+    /// The run config's `precision` (absent: the backend's default).
+    pub precision: Option<crate::Precision>,
 }
 
 /// Times full training steps (batch, forward, backward, global clipping, AdamW) of stage 1 or 2
@@ -67,6 +69,7 @@ pub fn bench_distill(args: &DistillBench, device_name: &str) -> Result<BenchRepo
     cfg.device = device_name.to_string();
     cfg.loss_chunk_tokens = args.loss_chunk;
     cfg.activation_checkpointing = args.activation_checkpointing;
+    cfg.precision = args.precision;
     let mut seen = Collect(vec![]);
     run(&cfg, crate::distill::run::Start::Fresh, &mut seen)?;
     let mut timed: Vec<f64> = seen.0.into_iter().skip(args.warmup).collect();

@@ -23,6 +23,9 @@ pub struct Wkv7Bench {
     pub warmup: usize,
     /// Timed runs.
     pub iters: usize,
+    /// Device path only: inputs and gradients stored in bf16 around the f32 recurrence (the time
+    /// mixer under `bf16-mixed`).
+    pub bf16: bool,
 }
 
 fn check_wkv7_args(args: &Wkv7Bench) -> Result<()> {
@@ -53,24 +56,25 @@ pub fn bench_wkv7_device(args: &Wkv7Bench, device: &Device) -> Result<BenchRepor
     let a = kappa.clone().neg().detach();
     let b = (kappa * iclr).detach();
     let (r, w, k, v) = (
-        uniform(-1.0, 1.0).require_grad(),
-        uniform(-3.0, -0.5).require_grad(),
-        uniform(-1.0, 1.0).require_grad(),
-        uniform(-1.0, 1.0).require_grad(),
+        uniform(-1.0, 1.0),
+        uniform(-3.0, -0.5),
+        uniform(-1.0, 1.0),
+        uniform(-1.0, 1.0),
     );
-    let (a, b) = (a.require_grad(), b.require_grad());
-    let dy = uniform(-1.0, 1.0);
+    // Stored in the benchmark's dtype; the recurrence itself always runs in f32.
+    let dtype = if args.bf16 {
+        burn::tensor::DType::BF16
+    } else {
+        burn::tensor::DType::F32
+    };
+    let stored = |t: Tensor<4>| t.cast(dtype).detach().require_grad();
+    let (r, w, k, v) = (stored(r), stored(w), stored(k), stored(v));
+    let (a, b) = (stored(a), stored(b));
+    let dy = uniform(-1.0, 1.0).cast(dtype);
+    let f32 = |t: &Tensor<4>| t.clone().cast(burn::tensor::DType::F32);
     let run = || -> Result<()> {
-        let out = crate::wkv7::wkv7(
-            r.clone(),
-            w.clone(),
-            k.clone(),
-            v.clone(),
-            a.clone(),
-            b.clone(),
-            None,
-        )?;
-        let grads = (out.y * dy.clone()).sum().backward();
+        let out = crate::wkv7::wkv7(f32(&r), f32(&w), f32(&k), f32(&v), f32(&a), f32(&b), None)?;
+        let grads = (out.y.cast(dtype) * dy.clone()).sum().backward();
         let gw = w.grad(&grads).expect("gradient of w");
         let _ = gw.slice([0..1, 0..1, 0..1, 0..1]).into_data();
         Ok(())
@@ -91,8 +95,12 @@ pub fn bench_wkv7_device(args: &Wkv7Bench, device: &Device) -> Result<BenchRepor
         implementation: "arwkv wkv7::wkv7 (autodiff)".into(),
         device: format!("{device:?}"),
         shape: format!(
-            "B={} T={} H={} N={}",
-            args.batch, args.seq, args.heads, args.head_size
+            "B={} T={} H={} N={} {}",
+            args.batch,
+            args.seq,
+            args.heads,
+            args.head_size,
+            if args.bf16 { "bf16" } else { "f32" }
         ),
         median_s: median,
         tokens_per_s: (args.batch * args.seq) as f64 / median,

@@ -9,9 +9,13 @@ pub mod dialogue_tasks;
 
 use std::path::{Path, PathBuf};
 
-/// Folder of the embedded default (corpus, tokenizer and teacher, evaluation tasks).
+/// Folder of the embedded default (corpus, tokenizer and teacher, evaluation tasks): `arwkv/assets/tiny`
+/// of the checkout built from, or `$ARWKV_TINY_ASSETS` where a binary runs away from it.
 pub fn tiny_assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("tiny")
+    match std::env::var_os("ARWKV_TINY_ASSETS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join("tiny"),
+    }
 }

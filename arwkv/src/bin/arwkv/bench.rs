@@ -38,6 +38,9 @@ pub fn bench(what: BenchCommand) -> Result<()> {
             }
         }
         BenchCommand::Wkv7(args) => {
+            if !["f32", "bf16"].contains(&args.dtype.as_str()) {
+                anyhow::bail!("--dtype {}: expected f32 or bf16", args.dtype);
+            }
             let report = match args.device.as_deref() {
                 None => arwkv::bench::bench_wkv7_cpu(&args.config())?,
                 Some(name) => {
@@ -114,6 +117,10 @@ pub struct Wkv7BenchArgs {
     /// calling the CPU kernels directly.
     #[arg(long)]
     device: Option<String>,
+    /// With `--device`: `f32`, or `bf16` for inputs and gradients stored in bf16 around the f32
+    /// recurrence (what the time mixer does under `bf16-mixed`).
+    #[arg(long, default_value = "f32", requires = "device")]
+    dtype: String,
 }
 
 /// Shape of the decode benchmark (teacher with KV cache vs student with recurrent state).
@@ -180,6 +187,9 @@ pub struct DistillBenchArgs {
     /// `activation_checkpointing`).
     #[arg(long)]
     activation_checkpointing: bool,
+    /// `f32`, `bf16-mixed` or `f16-mixed` (the run config's `precision`; default: the backend's).
+    #[arg(long)]
+    precision: Option<arwkv::Precision>,
     /// Compute backend (default: $ARWKV_DEVICE, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -213,6 +223,7 @@ impl Wkv7BenchArgs {
             head_size: self.head_size,
             warmup: self.warmup,
             iters: self.iters,
+            bf16: self.dtype == "bf16",
         }
     }
 }
@@ -246,6 +257,7 @@ impl DistillBenchArgs {
             iters: self.iters,
             loss_chunk: self.loss_chunk,
             activation_checkpointing: self.activation_checkpointing,
+            precision: self.precision,
         }
     }
 }
