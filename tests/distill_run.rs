@@ -733,10 +733,7 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
     struct NanAtSecondBatch;
     impl Objective<Linear> for NanAtSecondBatch {
         fn next_position(&self, pos: DataPosition) -> DataPosition {
-            DataPosition {
-                epoch: 0,
-                batch: pos.batch + 1,
-            }
+            pos.after(u64::MAX) // an endless stream: one pass never ends
         }
 
         fn micro_batch(
@@ -748,11 +745,7 @@ fn the_loop_stops_a_diverged_run_with_a_typed_error_naming_its_last_checkpoint()
             let x = Tensor::<2>::ones([4, 3], device);
             let y = model.forward(x).powi_scalar(2).mean();
             let loss = if pos.batch == 1 { y * f64::NAN } else { y };
-            let next = DataPosition {
-                epoch: 0,
-                batch: pos.batch + 1,
-            };
-            Ok((MicroBatch::loss_only(loss, 4), next))
+            Ok((MicroBatch::loss_only(loss, 4), self.next_position(pos)))
         }
     }
 
@@ -1015,10 +1008,7 @@ mod data_parallel {
 
     impl Objective<Qwen2ForCausalLM> for RowsByPosition {
         fn next_position(&self, pos: DataPosition) -> DataPosition {
-            DataPosition {
-                epoch: 0,
-                batch: pos.batch + 1,
-            }
+            pos.after(u64::MAX) // an endless stream: one pass never ends
         }
 
         fn micro_batch(
