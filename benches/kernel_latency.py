@@ -8,8 +8,11 @@ measures over the real Jupyter protocol, from a fresh kernel:
   trivial        `1 + 1` (median of 5)
   let            `let v = i;` (median of 5)
   later library  library cells on the loaded library (median of 3)
-  idle MiB       resident memory of the kernel and its children, idle after those cells
+  idle MiB       resident memory of the kernel and its children, idle after those cells (the
+                 shared rust-analyzer service is not counted here but in its own column)
+  analyzer MiB   resident memory of arwkv-kernel's shared analyzer service (one for all kernels)
   restart        restart_kernel until a library cell has run again
+  restart → let  then the first cell that defines a variable (the restarted kernel's first type query)
 
 Usage: python benches/kernel_latency.py KERNEL [KERNEL ...]
   A kernel whose name contains "evcxr" is stock evcxr_jupyter (it gets `:dep arwkv = { path = … }`
@@ -37,8 +40,29 @@ def run(kc, code):
     return took
 
 
+def is_analyzer_service(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"analyzer-service" in f.read()
+    except OSError:
+        return False
+
+
+def analyzer_service_mib():
+    """RSS of the running arwkv-kernel analyzer services."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_analyzer_service(int(entry)):
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                pass
+    return total / 1024
+
+
 def resident_mib(pid):
-    """RSS of `pid` and all its descendants, from /proc."""
+    """RSS of `pid` and all its descendants but the analyzer service, from /proc."""
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -51,6 +75,8 @@ def resident_mib(pid):
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
+        if is_analyzer_service(p):
+            continue
         todo.extend(children.get(p, []))
         try:
             with open(f"/proc/{p}/status") as f:
@@ -86,6 +112,7 @@ def measure(kernel):
         later = statistics.median(run(kc, c["later"].format(i=i)) for i in range(3))
         time.sleep(2)
         idle = resident_mib(km.provisioner.process.pid)
+        service = analyzer_service_mib()
         started = time.perf_counter()
         km.restart_kernel(now=True)
         kc.wait_for_ready(timeout=TIMEOUT)
@@ -93,21 +120,24 @@ def measure(kernel):
             run(kc, c["setup"])
         run(kc, c["library"])
         restart = time.perf_counter() - started
+        restart_let = run(kc, c["first_let"])
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    return ready, first, first_let, trivial, let, later, idle, restart
+    return ready, first, first_let, trivial, let, later, idle, service, restart, restart_let
 
 
 def main():
     kernels = sys.argv[1:] or ["arwkv"]
     print("| kernel | ready (s) | start → first library cell (s) | first `let` (s) | trivial cell (s) "
-          "| `let` cell (s) | later library cell (s) | idle MiB | restart → library cell (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| `let` cell (s) | later library cell (s) | idle MiB | analyzer MiB | restart → library cell (s) "
+          "| restart → first `let` (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kernel in kernels:
         row = measure(kernel)
         cols = [f"{x:.2f}" for x in row]
         cols[6] = f"{row[6]:.0f}"
+        cols[7] = f"{row[7]:.0f}"
         print(f"| {kernel} | " + " | ".join(cols) + " |", flush=True)
 
 

@@ -10,7 +10,7 @@ mod untrusted_inputs;
 
 use jupyter::{kernelspec, server};
 use notebook::{export, notebook_file, parameters, runner};
-use session::{analyzer_graph, build_dir, engine};
+use session::{analyzer_graph, build_dir, engine, shared_analyzer};
 
 use std::path::PathBuf;
 
@@ -86,6 +86,16 @@ enum Command {
         /// Export in notebook order even when the saved execution counts disagree.
         #[arg(long)]
         notebook_order: bool,
+    },
+    /// The rust-analyzer that kernels with the same prelude share (started by the kernels).
+    #[command(hide = true)]
+    AnalyzerService {
+        /// The service's own folder (socket, lock, manifest copy).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The build directory whose `Cargo.toml` and `Cargo.lock` it analyses.
+        #[arg(long)]
+        manifest_from: PathBuf,
     },
 }
 
@@ -199,6 +209,9 @@ fn main() -> Result<()> {
             }),
             _,
         ) => export_notebook(&notebook, &out, &format, notebook_order),
+        (Some(Command::AnalyzerService { dir, manifest_from }), _) => {
+            shared_analyzer::serve(&dir, &manifest_from)
+        }
         (None, Some(file)) => serve(file, cli.no_prelude),
         (None, None) => anyhow::bail!(
             "nothing to do: pass --connection-file FILE (Jupyter does, see `arwkv-kernel install`)"

@@ -6,13 +6,16 @@ has pre-built the prelude):
   curve grows), the last one holding every point;
 * a stage-1 training cell on the embedded tiny teacher is interrupted; the run finishes its step
   and returns, and the next cell reads the trained step count (> 0) from the notebook's state;
-* nbclient executes tests/kernel/live_plot.ipynb and the saved notebook holds the final curve.
+* nbclient executes tests/kernel/live_plot.ipynb and the saved notebook holds the final curve;
+* two kernels type their variables with one shared rust-analyzer service, without seeing each
+  other's cells, and each falls back to its own analyzer when the service is gone.
 """
 
 import json
 import re
 import os
 import pathlib
+import signal
 import tempfile
 import time
 import unittest
@@ -184,6 +187,72 @@ class NbclientLivePlot(unittest.TestCase):
         ]
         self.assertEqual(len(plots), 1)
         self.assertEqual(points(plots[0].data), 2 * 40, "both series, every point, in the saved notebook")
+
+
+def analyzer_services():
+    """PIDs of the running `arwkv-kernel analyzer-service` processes started for this kernelspec's
+    prelude (their `--manifest-from` is a build directory of its feature set)."""
+    slot = "build-wgpu-" if GPU else "build-"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if "analyzer-service" in args and "--manifest-from" in args:
+            source = pathlib.Path(args[args.index("--manifest-from") + 1]).name
+            if source.startswith(slot) and source[len(slot):].isdigit():
+                pids.append(int(entry))
+    return sorted(pids)
+
+
+class SharedAnalyzer(unittest.TestCase):
+    """Runs last in this module: it stops the shared service on purpose."""
+
+    def test_kernels_share_one_analyzer_and_fall_back_to_their_own_when_it_stops(self):
+        km1, kc1 = start_new_kernel(kernel_name=KERNEL, startup_timeout=TIMEOUT)
+        km2 = kc2 = None
+        try:
+            # An inferred `let` asks rust-analyzer: the shared service's.
+            reply, outputs = run_cell(kc1, "let first = arwkv::notebook::in_kernel();\nfirst")
+            self.assertEqual(reply["status"], "ok", reply)
+            self.assertEqual(result_text(outputs), "true")
+            services = analyzer_services()
+            self.assertEqual(len(services), 1, "one analyzer service for this prelude")
+            km2, kc2 = start_new_kernel(kernel_name=KERNEL, startup_timeout=TIMEOUT)
+            reply, outputs = run_cell(kc2, "let second = vec![1u8, 2, 3];\nsecond.len()")
+            self.assertEqual(reply["status"], "ok", reply)
+            self.assertEqual(result_text(outputs), "3")
+            self.assertEqual(analyzer_services(), services, "the second kernel used the same service")
+            # Each query carries its own kernel's code: one name, two types, each kernel its own.
+            for kc, value in ((kc1, "7u8"), (kc2, '"seven"')):
+                reply, _ = run_cell(kc, f"let same_name = {value};")
+                self.assertEqual(reply["status"], "ok", reply)
+            for kc, code, want in ((kc1, "let copy = same_name;\ncopy + 1", "8"),
+                                   (kc2, "let copy = same_name;\ncopy.len()", "5")):
+                reply, outputs = run_cell(kc, code)
+                self.assertEqual(reply["status"], "ok", reply)
+                self.assertEqual(result_text(outputs), want)
+            os.kill(services[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while services[0] in analyzer_services() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.assertNotIn(services[0], analyzer_services())
+            # Both kernels keep working on their own analyzer, variables intact.
+            reply, outputs = run_cell(kc1, "let third = first;\nthird")
+            self.assertEqual(reply["status"], "ok", reply)
+            self.assertEqual(result_text(outputs), "true")
+            reply, outputs = run_cell(kc2, "let fourth = second.clone();\nfourth.len()")
+            self.assertEqual(reply["status"], "ok", reply)
+            self.assertEqual(result_text(outputs), "3")
+        finally:
+            for km, kc in ((km1, kc1), (km2, kc2)):
+                if kc is not None:
+                    kc.stop_channels()
+                    km.shutdown_kernel(now=True)
 
 
 if __name__ == "__main__":

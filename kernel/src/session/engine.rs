@@ -411,9 +411,10 @@ fn give_builds_the_real_cargo_home(ctx: &mut evcxr::CommandContext) -> anyhow::R
 }
 
 /// Lets rust-analyzer index the prelude's crate graph while no cell waits. Its first type query
-/// over `arwkv` and Burn takes 20–30 s on 2 cores (name resolution of every crate the cells can
+/// over `arwkv` and Burn takes ~20 s on 2 cores (name resolution of every crate the cells can
 /// see); without this the notebook's first `let` pays it. A completion request over a cell that
-/// uses `arwkv` does the same indexing without compiling anything.
+/// uses `arwkv` does the same indexing without compiling anything. With the shared analyzer
+/// ([`crate::session::shared_analyzer`]) this warms the service, or costs ~0.3 s when it is warm.
 fn warm_up_analyzer(ctx: &mut evcxr::CommandContext) {
     const PROBE: &str = "let warm_up = arwkv::notebook::in_kernel();\nwarm_up.";
     let _ = ctx.completions(PROBE, PROBE.len());
@@ -458,6 +459,15 @@ fn run(
         && let Err(e) = ctx.execute(&cell)
     {
         prelude_error = Some(format!("the arwkv prelude failed:\n{cell}\n{e}"));
+    }
+    if prelude_error.is_none()
+        && !cell.is_empty()
+        && let Some(socket) = config
+            .build_dir
+            .as_deref()
+            .and_then(crate::session::shared_analyzer::attach)
+    {
+        ctx.use_shared_analyzer(socket);
     }
     if prelude_error.is_none() && !cell.is_empty() && requests.is_empty() {
         warm_up_analyzer(&mut ctx);

@@ -8,6 +8,7 @@ pub mod cargo_progress;
 pub mod cell_error;
 pub mod engine;
 pub mod router;
+pub mod shared_analyzer;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;

@@ -217,6 +217,12 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_opt_level(level)
     }
 
+    /// ARWKV patch (see PATCH.md): type inference, completions and hovers ask the shared
+    /// analyzer listening on `socket` first (see [`crate::serve_analyzer`]).
+    pub fn use_shared_analyzer(&mut self, socket: std::path::PathBuf) {
+        self.eval_context.use_shared_analyzer(socket);
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }

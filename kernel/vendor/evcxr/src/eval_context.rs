@@ -603,19 +603,22 @@ impl EvalContext {
         let pad_code = state.analysis_code(user_code);
         self.analyzer.set_source(pad_code.code_string())?;
         let wrapped_offset = pad_code.user_offset_to_output_offset(hover_offset)? as u32;
-        let text_range = TextRange::new(wrapped_offset.into(), wrapped_offset.into());
-        let hover_text = self.analyzer.hover(text_range, false)?;
-        let hover_markdown = self.analyzer.hover(text_range, true)?;
+        // ARWKV patch (see PATCH.md): the markup only, so a shared analyzer can answer.
+        let hover_text = self.analyzer.hover_markup(wrapped_offset, false)?;
+        let hover_markdown = self.analyzer.hover_markup(wrapped_offset, true)?;
         match (hover_text, hover_markdown) {
-            (Some(data_text), Some(data_markdown)) => Ok((
-                data_text.info.markup.into(),
-                data_markdown.info.markup.into(),
-            )),
+            (Some(data_text), Some(data_markdown)) => Ok((data_text, data_markdown)),
             _ => Ok((
                 "No documentation found".into(),
                 "No documentation found".into(),
             )),
         }
+    }
+
+    /// ARWKV patch (see PATCH.md): asks the shared analyzer on `socket` (see
+    /// [`crate::serve_analyzer`]) before loading an analyzer in this process.
+    pub fn use_shared_analyzer(&mut self, socket: PathBuf) {
+        self.analyzer.use_service(socket);
     }
 
     pub fn last_source(&self) -> Result<String, std::io::Error> {
@@ -838,7 +841,7 @@ impl EvalContext {
                 Some(variables) => variables,
                 None => {
                     self.analyzer.set_source(source)?;
-                    self.analyzer.top_level_variables(WRAPPER)
+                    self.analyzer.top_level_variables(WRAPPER)?
                 }
             };
         for (

@@ -11,6 +11,7 @@ extern crate sig;
 
 #[macro_use]
 mod errors;
+mod analyzer_service;
 mod cargo_metadata;
 mod child_process;
 mod code_block;
@@ -38,6 +39,8 @@ pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
 pub use crate::runtime::runtime_hook;
 pub use rust_analyzer::Completions;
+/// ARWKV patch (see PATCH.md).
+pub use analyzer_service::{canonical_manifest, serve_analyzer};
 
 /// Return the directory that evcxr tools should use for their configuration.
 ///

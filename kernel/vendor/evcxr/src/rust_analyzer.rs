@@ -55,6 +55,10 @@ pub(crate) struct RustAnalyzer {
     source_file: AbsPathBuf,
     source_file_id: FileId,
     current_source: String,
+    /// ARWKV patch (see PATCH.md): a shared analyzer asked first, and whether `current_source`
+    /// still has to be given to the in-process one before it can answer.
+    remote: Option<crate::analyzer_service::AnalyzerClient>,
+    local_stale: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -105,11 +109,43 @@ impl RustAnalyzer {
             source_file,
             source_file_id,
             current_source: String::new(),
+            remote: None,
+            local_stale: false,
         })
+    }
+
+    /// ARWKV patch (see PATCH.md): asks the shared analyzer listening on `socket` first; this one
+    /// loads the crate graph only if that service cannot answer.
+    pub(crate) fn use_service(&mut self, socket: std::path::PathBuf) {
+        self.remote = Some(crate::analyzer_service::AnalyzerClient::new(socket));
     }
 
     pub(crate) fn set_source(&mut self, source: String) -> Result<()> {
         self.current_source = source;
+        if self.remote.is_some() {
+            self.local_stale = true;
+            return Ok(());
+        }
+        self.apply_source_locally()
+    }
+
+    /// The manifest a shared analyzer must have to answer for this crate; `None` without a
+    /// service (or manifest), so the in-process analyzer answers.
+    fn service_manifest(&self) -> Option<String> {
+        self.remote.as_ref()?;
+        std::fs::read_to_string(self.cargo_toml_filename().as_path()).ok()
+    }
+
+    /// Gives the in-process analyzer the current source, if a service was asked instead so far.
+    fn ensure_local(&mut self) -> Result<()> {
+        if self.local_stale {
+            self.local_stale = false;
+            self.apply_source_locally()?;
+        }
+        Ok(())
+    }
+
+    fn apply_source_locally(&mut self) -> Result<()> {
         let mut change = ra_hir::ChangeWithProcMacros::default();
 
         std::fs::write(self.source_file.as_path(), &*self.current_source)
@@ -137,7 +173,22 @@ impl RustAnalyzer {
     }
 
     /// Returns top-level variable names and their types in the specified function.
-    pub(crate) fn top_level_variables(&self, function_name: &str) -> HashMap<String, VariableInfo> {
+    pub(crate) fn top_level_variables(
+        &mut self,
+        function_name: &str,
+    ) -> Result<HashMap<String, VariableInfo>> {
+        if let Some(manifest) = self.service_manifest()
+            && let Some(remote) = self.remote.as_mut()
+            && let Some(variables) =
+                remote.variables(&manifest, &self.current_source, function_name)
+        {
+            return Ok(variables);
+        }
+        self.ensure_local()?;
+        Ok(self.local_top_level_variables(function_name))
+    }
+
+    fn local_top_level_variables(&self, function_name: &str) -> HashMap<String, VariableInfo> {
         use ra_ap_syntax::ast::HasModuleItem;
         use ra_ap_syntax::ast::HasName;
         let mut result = HashMap::new();
@@ -287,7 +338,15 @@ impl RustAnalyzer {
         self.root_directory.join("Cargo.toml")
     }
 
-    pub(crate) fn completions(&self, position: usize) -> Result<Completions> {
+    pub(crate) fn completions(&mut self, position: usize) -> Result<Completions> {
+        if let Some(manifest) = self.service_manifest()
+            && let Some(remote) = self.remote.as_mut()
+            && let Some(completions) =
+                remote.completions(&manifest, &self.current_source, position)
+        {
+            return Ok(completions);
+        }
+        self.ensure_local()?;
         let mut completions = Vec::new();
         let mut range = None;
         let config = ra_ide::CompletionConfig {
@@ -370,7 +429,22 @@ impl RustAnalyzer {
         })
     }
 
-    pub(crate) fn hover(
+    /// The hover text at `offset` of the current source, as markdown or plain text.
+    pub(crate) fn hover_markup(&mut self, offset: u32, is_mark_down: bool) -> Result<Option<String>> {
+        if let Some(manifest) = self.service_manifest()
+            && let Some(remote) = self.remote.as_mut()
+            && let Some(markup) = remote.hover(&manifest, &self.current_source, offset, is_mark_down)
+        {
+            return Ok(markup);
+        }
+        self.ensure_local()?;
+        let text_range = TextRange::new(offset.into(), offset.into());
+        Ok(self
+            .hover(text_range, is_mark_down)?
+            .map(|range_info| range_info.info.markup.into()))
+    }
+
+    fn hover(
         &self,
         text_range: TextRange,
         is_mark_down: bool,
