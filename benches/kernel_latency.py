@@ -13,6 +13,9 @@ measures over the real Jupyter protocol, from a fresh kernel:
   analyzer MiB   resident memory of arwkv-kernel's shared analyzer service (one for all kernels)
   restart        restart_kernel until a library cell has run again
   restart → let  then the first cell that defines a variable (the restarted kernel's first type query)
+  plot update    a cell pushes a LossPlot's first point (what a training step does) and sleeps: from
+                 the push (the cell's wall clock) to its display message arriving at the client
+                 (median of 3; arwkv kernels only)
 
 Usage: python benches/kernel_latency.py KERNEL [KERNEL ...]
   A kernel whose name contains "evcxr" is stock evcxr_jupyter (it gets `:dep arwkv = { path = … }`
@@ -99,6 +102,40 @@ def cells_for(kernel):
     }
 
 
+PLOT_CELL = """let mut latency_plot = LossPlot::new("latency");
+let pushed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+latency_plot.push("loss", 0.0, 1.0);
+println!("pushed at {pushed_at}");
+std::thread::sleep(std::time::Duration::from_millis(1500));
+latency_plot.finish();"""
+
+
+def plot_latency(kc):
+    """Seconds from a LossPlot's first push to its display_data reaching this client."""
+    msg_id = kc.execute(PLOT_CELL)
+    pushed = shown = None
+    while pushed is None or shown is None:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        arrived = time.time()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream" and "pushed at " in content["text"]:
+            pushed = float(content["text"].split("pushed at ")[1].split()[0])
+        elif kind == "display_data" and shown is None:
+            shown = arrived
+        elif kind == "error":
+            raise RuntimeError(f"plot cell failed: {content}")
+        elif kind == "status" and content["execution_state"] == "idle":
+            raise RuntimeError("plot cell ended without a display")
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            break
+    return shown - pushed
+
+
 def measure(kernel):
     c = cells_for(kernel)
     started = time.perf_counter()
@@ -110,6 +147,8 @@ def measure(kernel):
         trivial = statistics.median(run(kc, "1 + 1") for _ in range(5))
         let = statistics.median(run(kc, c["let"].format(i=i)) for i in range(5))
         later = statistics.median(run(kc, c["later"].format(i=i)) for i in range(3))
+        plot = (statistics.median(plot_latency(kc) for _ in range(3))
+                if "python" not in kernel and "evcxr" not in kernel else float("nan"))
         time.sleep(2)
         idle = resident_mib(km.provisioner.process.pid)
         service = analyzer_service_mib()
@@ -124,20 +163,21 @@ def measure(kernel):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    return ready, first, first_let, trivial, let, later, idle, service, restart, restart_let
+    return ready, first, first_let, trivial, let, later, idle, service, restart, restart_let, plot
 
 
 def main():
     kernels = sys.argv[1:] or ["arwkv"]
     print("| kernel | ready (s) | start → first library cell (s) | first `let` (s) | trivial cell (s) "
           "| `let` cell (s) | later library cell (s) | idle MiB | analyzer MiB | restart → library cell (s) "
-          "| restart → first `let` (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| restart → first `let` (s) | first plot update (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kernel in kernels:
         row = measure(kernel)
         cols = [f"{x:.2f}" for x in row]
         cols[6] = f"{row[6]:.0f}"
         cols[7] = f"{row[7]:.0f}"
+        cols[10] = f"{row[10]:.3f}"
         print(f"| {kernel} | " + " | ".join(cols) + " |", flush=True)
 
 
