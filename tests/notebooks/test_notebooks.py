@@ -64,9 +64,9 @@ ABS_TOL, REL_TOL = 1e-3, 2e-2
 # GPU metrics within the same tolerance; and run through `jupyter execute` on the GPU.
 GPU_EXPORTED = ["02-stage1-alignment"]
 GPU_JUPYTER_EXECUTE = ["00-quickstart"]
-# nbclient runs the same engine as the headless runner; each kernel start costs ~40 s of evcxr's
-# rust-analyzer indexing Burn, so CI runs this subset through `jupyter execute` (ARWKV_JUPYTER_EXECUTE
-# = "all" or a comma-separated list to change it).
+# nbclient runs the same engine as the headless runner, so CI runs this subset through `jupyter
+# execute` (ARWKV_JUPYTER_EXECUTE = "all" or a comma-separated list to change it): each run repeats
+# the notebook's whole compute for no new engine path.
 JUPYTER_EXECUTE = ["00-quickstart", "01-rwkv7-time-mixing", "06-state-tracking"]
 
 

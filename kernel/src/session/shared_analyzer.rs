@@ -61,7 +61,7 @@ fn service_dir(build_dir: &Path) -> Option<PathBuf> {
 }
 
 fn start_service(dir: &Path, build_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let log = File::options()
         .create(true)
         .append(true)
@@ -93,7 +93,7 @@ fn start_service(dir: &Path, build_dir: &Path) -> Result<()> {
 /// `dir`. Must run before this process starts any thread (it routes the analyzer's cargo).
 pub fn serve(dir: &Path, manifest_from: &Path) -> Result<()> {
     close_inherited_descriptors();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(dir)?;
     let lock_path = dir.join("service.lock");
     let lock = File::options()
         .create(true)
@@ -132,6 +132,14 @@ pub fn serve(dir: &Path, manifest_from: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(dir.join("pid"));
     served
+}
+
+/// Creates `dir` readable by this user only: its socket then accepts no other user's connection.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 /// Removes the folders of services that no longer run (an older kernel or prelude's).
