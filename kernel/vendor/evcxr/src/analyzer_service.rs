@@ -300,7 +300,11 @@ impl AnalyzerClient {
 
     fn exchange(&mut self, request: &Request) -> Result<Reply> {
         if self.stream.is_none() {
-            self.stream = Some(BufReader::new(connect(&self.socket)?));
+            let stream = connect(&self.socket)?;
+            // A first query waits for the graph to load (tens of seconds); a service that answers
+            // nothing for this long is treated as gone, and this context answers itself.
+            stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+            self.stream = Some(BufReader::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected above");
         let mut line = serde_json::to_string(request)?;
@@ -313,6 +317,9 @@ impl AnalyzerClient {
         Ok(serde_json::from_str(&answer)?)
     }
 }
+
+/// The longest wait for one reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Connects to the service, allowing it a moment to bind its socket after being started.
 fn connect(socket: &Path) -> Result<UnixStream> {
