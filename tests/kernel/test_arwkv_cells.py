@@ -21,6 +21,7 @@ import time
 import unittest
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import start_new_kernel
 
 from tests.kernel import cells
@@ -191,8 +192,10 @@ class NbclientLivePlot(unittest.TestCase):
 
 def analyzer_services():
     """PIDs of the running `arwkv-kernel analyzer-service` processes started for this kernelspec's
-    prelude (their `--manifest-from` is a build directory of its feature set)."""
+    prelude by its kernel binary (their `--manifest-from` is a build directory of its feature set;
+    a service of an earlier build of the binary may still idle beside them)."""
     slot = "build-wgpu-" if GPU else "build-"
+    kernel_exe = os.path.realpath(KernelSpecManager().get_kernel_spec(KERNEL).argv[0])
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -202,7 +205,11 @@ def analyzer_services():
                 args = [a.decode(errors="replace") for a in f.read().split(b"\0")]
         except OSError:
             continue
-        if "analyzer-service" in args and "--manifest-from" in args:
+        try:
+            exe = os.readlink(f"/proc/{entry}/exe")
+        except OSError:
+            continue
+        if exe == kernel_exe and "analyzer-service" in args and "--manifest-from" in args:
             source = pathlib.Path(args[args.index("--manifest-from") + 1]).name
             if source.startswith(slot) and source[len(slot):].isdigit():
                 pids.append(int(entry))

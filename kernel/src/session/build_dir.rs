@@ -57,29 +57,34 @@ pub fn acquire(root: &Path, features: &[String], lock: Option<&Path>) -> Result<
         let path = root.join(slot_name(features, i));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("creating the build directory {}", path.display()))?;
-        let lock_path = path.join(".arwkv-kernel.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {
-                seed_from_sibling(root, features, &path)?;
-                seed_lockfile(&path, lock)?;
-                return Ok(BuildDir { path, _lock: file });
-            }
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", lock_path.display()));
-            }
+        if let Some(file) = try_lock_file(&path.join(".arwkv-kernel.lock"))? {
+            seed_from_sibling(root, features, &path)?;
+            seed_lockfile(&path, lock)?;
+            return Ok(BuildDir { path, _lock: file });
         }
     }
     anyhow::bail!(
         "all {POOL_SIZE} kernel build directories under {} are in use by running kernels",
         root.display()
     )
+}
+
+/// Opens (creating it if needed) and exclusively locks `lock_path`; `None` while another process
+/// holds the lock. The lock lasts as long as the returned file is open.
+pub fn try_lock_file(lock_path: &Path) -> Result<Option<File>> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
 }
 
 /// Whether `build_dir` holds a compiled prelude library (`libarwkv_prelude.so`).

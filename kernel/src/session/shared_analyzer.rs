@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::session::build_dir::try_lock_file;
+
 /// `0` turns the shared analyzer off (each kernel loads its own).
 pub const SWITCH_ENV: &str = "ARWKV_KERNEL_SHARED_ANALYZER";
 /// How long a service waits without any connected kernel before it exits (also the window in
@@ -94,20 +96,10 @@ fn start_service(dir: &Path, build_dir: &Path) -> Result<()> {
 pub fn serve(dir: &Path, manifest_from: &Path) -> Result<()> {
     close_inherited_descriptors();
     create_private_dir(dir)?;
-    let lock_path = dir.join("service.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
-        }
-    }
+    // Held until this process exits: a second service for the same folder returns at once.
+    let Some(_lock) = try_lock_file(&dir.join("service.lock"))? else {
+        return Ok(());
+    };
     remove_idle_siblings(dir);
     for file in ["Cargo.toml", "Cargo.lock"] {
         let from = manifest_from.join(file);
@@ -155,10 +147,8 @@ fn remove_idle_siblings(dir: &Path) {
         if name == own || !name.to_string_lossy().starts_with("analyzer-") {
             continue;
         }
-        let idle = File::options()
-            .write(true)
-            .open(entry.path().join("service.lock"))
-            .is_ok_and(|f| f.try_lock().is_ok());
+        let lock_path = entry.path().join("service.lock");
+        let idle = lock_path.is_file() && matches!(try_lock_file(&lock_path), Ok(Some(_)));
         if idle {
             let _ = std::fs::remove_dir_all(entry.path());
         }
