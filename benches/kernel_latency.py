@@ -51,17 +51,19 @@ def is_analyzer_service(pid):
         return False
 
 
+def rss_kib(pid):
+    """Resident memory of one process in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def analyzer_service_mib():
     """RSS of the running arwkv-kernel analyzer services."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and is_analyzer_service(int(entry)):
-            try:
-                with open(f"/proc/{entry}/status") as f:
-                    total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-            except (OSError, StopIteration):
-                pass
-    return total / 1024
+    return sum(rss_kib(int(e)) for e in os.listdir("/proc")
+               if e.isdigit() and is_analyzer_service(int(e))) / 1024
 
 
 def resident_mib(pid):
@@ -81,11 +83,7 @@ def resident_mib(pid):
         if is_analyzer_service(p):
             continue
         todo.extend(children.get(p, []))
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            pass
+        total += rss_kib(p)
     return total / 1024
 
 

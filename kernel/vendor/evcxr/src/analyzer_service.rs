@@ -50,6 +50,9 @@ enum Reply {
         end_offset: usize,
     },
     Hover(Option<String>),
+    /// The analyzer failed on this query (as the in-process one would have); the service stays
+    /// in use.
+    Failed(String),
     /// Not answered (another manifest, or the analyzer failed); the context answers itself.
     Refused(String),
 }
@@ -179,16 +182,17 @@ fn answer(analyzer: &mut RustAnalyzer, manifest: &str, request: Request) -> Repl
                 start_offset: c.start_offset,
                 end_offset: c.end_offset,
             },
-            Err(e) => Reply::Refused(format!("{e:#}")),
+            Err(e) => Reply::Failed(format!("{e:#}")),
         },
         Query::Hover { offset, markdown } => match analyzer.hover_markup(offset, markdown) {
             Ok(markup) => Reply::Hover(markup),
-            Err(e) => Reply::Refused(format!("{e:#}")),
+            Err(e) => Reply::Failed(format!("{e:#}")),
         },
     }
 }
 
-/// A context's connection to a shared analyzer; `None` answers mean "answer it yourself".
+/// A context's connection to a shared analyzer; `None` answers mean "answer it yourself"
+/// (from then on), `Some(Err(_))` that the query itself failed.
 pub(crate) struct AnalyzerClient {
     socket: PathBuf,
     stream: Option<BufReader<UnixStream>>,
@@ -242,13 +246,14 @@ impl AnalyzerClient {
         manifest: &str,
         source: &str,
         position: usize,
-    ) -> Option<Completions> {
+    ) -> Option<Result<Completions>> {
         match self.ask(manifest, source, Query::Completions { position })? {
+            Reply::Failed(e) => Some(Err(anyhow::anyhow!(e))),
             Reply::Completions {
                 items,
                 start_offset,
                 end_offset,
-            } => Some(Completions {
+            } => Some(Ok(Completions {
                 completions: items
                     .into_iter()
                     .map(|(code, kind, label)| Completion {
@@ -259,7 +264,7 @@ impl AnalyzerClient {
                     .collect(),
                 start_offset,
                 end_offset,
-            }),
+            })),
             _ => self.give_up(),
         }
     }
@@ -270,9 +275,10 @@ impl AnalyzerClient {
         source: &str,
         offset: u32,
         markdown: bool,
-    ) -> Option<Option<String>> {
+    ) -> Option<Result<Option<String>>> {
         match self.ask(manifest, source, Query::Hover { offset, markdown })? {
-            Reply::Hover(markup) => Some(markup),
+            Reply::Hover(markup) => Some(Ok(markup)),
+            Reply::Failed(e) => Some(Err(anyhow::anyhow!(e))),
             _ => self.give_up(),
         }
     }

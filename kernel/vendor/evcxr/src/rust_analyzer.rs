@@ -344,7 +344,7 @@ impl RustAnalyzer {
             && let Some(completions) =
                 remote.completions(&manifest, &self.current_source, position)
         {
-            return Ok(completions);
+            return completions;
         }
         self.ensure_local()?;
         let mut completions = Vec::new();
@@ -435,7 +435,7 @@ impl RustAnalyzer {
             && let Some(remote) = self.remote.as_mut()
             && let Some(markup) = remote.hover(&manifest, &self.current_source, offset, is_mark_down)
         {
-            return Ok(markup);
+            return markup;
         }
         self.ensure_local()?;
         let text_range = TextRange::new(offset.into(), offset.into());
