@@ -21,7 +21,17 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_kernel
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r tests/kernel/requirements.txt
 fi
-cargo build --locked -p arwkv-kernel --quiet
+# The kernel binary as the README's `cargo test` builds it (kernel/tests/cli.rs makes that command
+# build it), so after that command this is a no-op: a plain `cargo build -p arwkv-kernel` resolves
+# other features for `arwkv`, Burn and rust-analyzer's crates and compiles them all a second time.
+# One prelude for the CPU and the WGPU runs (Mesa lavapipe): built once, with `flex` and `wgpu`.
+# ARWKV_KERNEL_FEATURES= (empty) runs the CPU half only.
+export ARWKV_KERNEL_FEATURES="${ARWKV_KERNEL_FEATURES-wgpu}"
+test_features=()
+for f in wgpu cuda; do
+  case ",$ARWKV_KERNEL_FEATURES," in *",$f,"*) test_features+=(--features "arwkv-tests/$f") ;; esac
+done
+cargo test --locked --workspace "${test_features[@]}" --no-run --quiet
 target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 prefix=$(mktemp -d)
@@ -33,9 +43,6 @@ echo "== protocol (plain Rust kernel)"
 "$venv/bin/jupyter" kernelspec list | grep -E "^\s+arwkv\s" || { echo "arwkv missing from jupyter kernelspec list" >&2; exit 1; }
 ARWKV_KERNEL_NO_PRELUDE=1 "$venv/bin/python" -m unittest -v tests/kernel/test_protocol.py
 
-# One prelude for the CPU and the WGPU runs (Mesa lavapipe): built once, with `flex` and `wgpu`.
-# ARWKV_KERNEL_FEATURES= (empty) runs the CPU half only.
-export ARWKV_KERNEL_FEATURES="${ARWKV_KERNEL_FEATURES-wgpu}"
 echo "== arwkv cells (pre-building the prelude with features '${ARWKV_KERNEL_FEATURES}'; warm after the first run)"
 "$target/debug/arwkv-kernel" install --prefix "$prefix" --features "$ARWKV_KERNEL_FEATURES"
 "$venv/bin/python" -m unittest -v tests/kernel/test_arwkv_cells.py

@@ -10,11 +10,18 @@
 * the runner's errors: a failing cell stops the run with its number, an unknown parameter is refused;
 * `--format rs:percent` round-trips through jupytext to the same cells.
 
+The runs go two at a time (ARWKV_NOTEBOOK_LANES): a run on WGPU over lavapipe spends most of its
+time compiling shaders on one core, and a CPU run's cells compile on one core, so two at once keep
+both cores of a CI machine busy. The runs whose metrics an exported program must print value for
+value (EXPORTED, on the CPU) go first and alone, and those programs run alone after every other run
+has finished: nothing else shares the cores while either side of that comparison computes.
+
 Env: ARWKV_KERNEL_BIN (the arwkv-kernel binary), ARWKV_KERNEL_NAME (kernelspec, default arwkv),
 ARWKV_EXPORT_TARGET (cargo target dir of the exported programs), ARWKV_NOTEBOOKS (comma-separated
-subset to run).
+subset to run), ARWKV_NOTEBOOK_LANES (runs at once, default 2).
 """
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -22,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -157,34 +165,149 @@ def inject(nb, params):
     nb.cells.insert(at + 1, cell)
 
 
-class Headless(unittest.TestCase):
-    """Every notebook, headless, then the exported programs of two of them."""
+class RunFailed(AssertionError):
+    """A notebook run, build or program that exited with an error (its stderr's tail)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-notebooks-"))
-        cls.executed = {}
 
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.work, ignore_errors=True)
+def check(done, what):
+    if done.returncode != 0:
+        raise RunFailed(f"{what} failed:\n{done.stderr[-6000:]}")
+    return done
 
-    def run_notebook(self, name, device="cpu"):
-        key = (name, device)
-        if key in self.executed:
-            return self.executed[key]
+
+# Seconds each headless run took in CI (2 cores, 2026-12-04), only to start the longest first.
+EXPECTED_S = {("03-stage2-distillation", "gpu"): 250, ("04-stage3-sft-dpo", "gpu"): 130,
+              ("05-evaluate-and-chat", "gpu"): 80, ("03-stage2-distillation", "cpu"): 66,
+              ("04-stage3-sft-dpo", "cpu"): 35, ("06-state-tracking", "gpu"): 30,
+              ("00-quickstart", "gpu"): 25}
+LANES = max(1, int(os.environ.get("ARWKV_NOTEBOOK_LANES", "2")))
+
+
+class Runs:
+    """Every run the notebook tests need, started on the first demand, LANES at a time; a test takes
+    the result of the runs it checks (a failed run raises RunFailed in the test that needs it)."""
+
+    def __init__(self):
+        self.work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-notebooks-"))
+        self.export_target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
+        self.jobs = {}
+        self.lock = threading.Lock()
+        self.building = threading.Lock()  # the exported projects share one target directory
+        self.pool = None
+
+    def start(self):
+        with self.lock:
+            if self.pool is not None:
+                return
+            self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=LANES)
+            # The CPU runs an exported program must reproduce exactly: first, alone, one at a time.
+            exact = [n for n in EXPORTED if n in selected()]
+            for name in exact:
+                self.jobs[("headless", name, "cpu")] = self.now(self.headless, name, "cpu")
+            for name in exact:
+                self.jobs[("build", name, "cpu")] = self.pool.submit(self.export_build, name, "cpu")
+            kind = lambda device: "cpu" if device == "cpu" else "gpu"
+            headless = [(n, "cpu") for n in selected() if n not in exact]
+            headless += [(n, d) for d in GPU_DEVICES for n in selected()]
+            headless.sort(key=lambda run: -EXPECTED_S.get((run[0], kind(run[1])), 15))
+            for name, device in headless:
+                self.jobs[("headless", name, device)] = self.pool.submit(self.headless, name, device)
+                if name in GPU_EXPORTED and device != "cpu":  # after its run, which it exports
+                    self.jobs[("build", name, device)] = self.pool.submit(self.export_build, name, device)
+            for device in GPU_DEVICES:
+                self.jobs[("device-cells", "", device)] = self.pool.submit(self.device_cells, device)
+            for name, device, params in jupyter_execute_runs():
+                self.jobs[("jupyter-execute", name, device)] = self.pool.submit(self.jupyter_execute, name,
+                                                                                device, params)
+
+    def now(self, fn, *args):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # the test that needs it reports it
+            future.set_exception(e)
+        return future
+
+    def result(self, kind, name, device):
+        self.start()
+        return self.jobs[(kind, name, device)].result()
+
+    def wait_for_all(self):
+        """Returns when no run is left, so what runs next has the cores to itself."""
+        self.start()
+        concurrent.futures.wait(list(self.jobs.values()))
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def headless(self, name, device):
         cwd = self.work / f"{name}-{device}"
-        shutil.rmtree(cwd, ignore_errors=True)  # a failed earlier try leaves its folder
         cwd.mkdir()
         out = cwd / f"{name}.ipynb"
         params = SMALL[name] if device == "cpu" else gpu_params(name, device)
         started = time.time()
-        done = run_headless(name, cwd, params, out)
-        self.assertEqual(done.returncode, 0, f"{name} on {device} failed:\n{done.stderr[-6000:]}")
+        check(run_headless(name, cwd, params, out), f"{name} on {device}")
         print(f"\n{name} on {device}: {time.time() - started:.0f} s", file=sys.stderr)
-        nb = nbformat.read(out, as_version=4)
-        self.executed[key] = (cwd, out, nb)
-        return self.executed[key]
+        return cwd, out, nbformat.read(out, as_version=4)
+
+    def export_build(self, name, device):
+        """Exports the executed notebook and builds it (release, offline); returns the program."""
+        cwd, executed, _ = self.result("headless", name, device)
+        project = cwd / "export"
+        check(subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
+                             capture_output=True, text=True, timeout=600), f"exporting {name}")
+        env = dict(os.environ, CARGO_TARGET_DIR=self.export_target)
+        with self.building:
+            check(subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
+                                 cwd=project, env=env, capture_output=True, text=True, timeout=3600),
+                  f"building exported {name} ({device})")
+        package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
+                       if l.startswith("name = "))
+        return pathlib.Path(self.export_target) / "release" / package
+
+    def device_cells(self, device):
+        cwd = self.work / f"device-cells-{device}"
+        cwd.mkdir()
+        out = cwd / "device_cells.ipynb"
+        check(subprocess.run([KERNEL_BIN, "run", str(DEVICE_CELLS), "--out", str(out), "-p", f"device={device}"],
+                             cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT), f"device cells on {device}")
+        return nbformat.read(out, as_version=4)
+
+    def jupyter_execute(self, name, device, params):
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        if params:
+            inject(nb, params)
+        cwd = self.work / f"jupyter-execute-{name}-{device}"
+        cwd.mkdir()
+        path = cwd / f"{name}.ipynb"
+        nbformat.write(nb, path)
+        check(subprocess.run(
+            [str(pathlib.Path(sys.executable).parent / "jupyter"), "execute", f"--kernel_name={KERNEL}",
+             "--inplace", f"--timeout={TIMEOUT}", f"--startup_timeout={TIMEOUT}", str(path)],
+            cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT), f"jupyter execute {name} on {device}")
+        return nbformat.read(path, as_version=4)
+
+
+def jupyter_execute_runs():
+    runs = [(n, "cpu", SMALL[n]) for n in jupyter_execute_selected()]
+    runs += [(n, d, gpu_params(n, d)) for d in GPU_DEVICES for n in GPU_JUPYTER_EXECUTE if n in selected()]
+    return runs
+
+
+RUNS = Runs()
+
+
+def tearDownModule():
+    RUNS.close()
+
+
+class Headless(unittest.TestCase):
+    """Every notebook, headless, then the exported programs of two of them."""
+
+    def run_notebook(self, name, device="cpu"):
+        return RUNS.result("headless", name, device)
 
     def test_every_notebook_runs_on_the_gpu_backend_with_the_cpu_metrics(self):
         if not GPU_DEVICES:
@@ -208,48 +331,32 @@ class Headless(unittest.TestCase):
             self.skipTest("the kernel's prelude has no GPU backend (ARWKV_KERNEL_FEATURES)")
         for device in GPU_DEVICES:
             with self.subTest(device=device):
-                cwd = self.work / f"device-cells-{device}"
-                cwd.mkdir()
-                out = cwd / "device_cells.ipynb"
-                done = subprocess.run([KERNEL_BIN, "run", str(DEVICE_CELLS), "--out", str(out), "-p", f"device={device}"],
-                                      cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
-                self.assertEqual(done.returncode, 0, done.stderr[-6000:])
-                lines = metrics_lines(notebook_text(nbformat.read(out, as_version=4)))
+                lines = metrics_lines(notebook_text(RUNS.result("device-cells", "", device)))
                 self.assertEqual(len(lines), 1)
                 self.assertEqual(metrics_values(lines[0])[1], {"generated": 6.0, "steps": 2.0})
 
     def test_exported_programs_run_on_the_gpu_backend(self):
         if not GPU_DEVICES:
             self.skipTest("the kernel's prelude has no GPU backend (ARWKV_KERNEL_FEATURES)")
-        target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
         for device in GPU_DEVICES:
             for name in [n for n in GPU_EXPORTED if n in selected()]:
                 with self.subTest(notebook=name, device=device):
                     cwd, executed, nb = self.run_notebook(name, device)
-                    stdout = self.export_build_run(cwd, executed, target)
+                    stdout = self.run_program(name, device, cwd, executed)
                     assert_metrics_close(self, metrics_lines(stdout), metrics_lines(notebook_text(nb)),
                                          f"exported {name} on {device}")
 
-    def export_build_run(self, cwd, executed, target):
-        """Exports the executed notebook, builds it (release, offline) and runs it; returns stdout."""
-        project = cwd / "export"
-        done = subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
-                              capture_output=True, text=True, timeout=600)
-        self.assertEqual(done.returncode, 0, done.stderr)
-        env = dict(os.environ, CARGO_TARGET_DIR=target)
-        build = subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
-                               cwd=project, env=env, capture_output=True, text=True, timeout=3600)
-        self.assertEqual(build.returncode, 0, build.stderr[-6000:])
-        package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
-                       if l.startswith("name = "))
+    def run_program(self, name, device, cwd, executed):
+        """Runs the exported program once every other run is over; returns its stdout."""
+        program = RUNS.result("build", name, device)
+        RUNS.wait_for_all()
         run_dir = cwd / "program-run"
         run_dir.mkdir()
-        program = subprocess.run([str(pathlib.Path(target) / "release" / package)], cwd=run_dir,
-                                 capture_output=True, text=True, timeout=TIMEOUT)
-        self.assertEqual(program.returncode, 0, program.stderr[-6000:])
+        done = check(subprocess.run([str(program)], cwd=run_dir, capture_output=True, text=True, timeout=TIMEOUT),
+                     f"the exported {name} ({device})")
         self.assertTrue((run_dir / "arwkv-displays").is_dir() or "display" not in executed.read_text(),
                         "displays became HTML files")
-        return program.stdout
+        return done.stdout
 
     def test_every_notebook_runs_headless_and_saves_its_outputs(self):
         for name in selected():
@@ -272,13 +379,12 @@ class Headless(unittest.TestCase):
                             self.assertGreater(points, 0, "a saved plot holds its final curve")
 
     def test_exported_programs_reproduce_the_notebook_metrics(self):
-        target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
         for name in EXPORTED:
             if name not in selected():
                 continue
             with self.subTest(notebook=name):
                 cwd, executed, nb = self.run_notebook(name)
-                stdout = self.export_build_run(cwd, executed, target)
+                stdout = self.run_program(name, "cpu", cwd, executed)
                 expected = metrics_lines(notebook_text(nb))
                 self.assertEqual(len(expected), 1)
                 self.assertEqual(metrics_lines(stdout), expected,
@@ -290,28 +396,10 @@ class JupyterExecute(unittest.TestCase):
     one of them on the GPU backend)."""
 
     def test_every_notebook_runs_in_jupyter_execute(self):
-        runs = [(n, "cpu", SMALL[n]) for n in jupyter_execute_selected()]
-        runs += [(n, d, gpu_params(n, d)) for d in GPU_DEVICES for n in GPU_JUPYTER_EXECUTE if n in selected()]
-        work = pathlib.Path(tempfile.mkdtemp(prefix="arwkv-jupyter-execute-"))
-        try:
-            for name, device, params in runs:
-                with self.subTest(notebook=name, device=device):
-                    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-                    if params:
-                        inject(nb, params)
-                    cwd = work / f"{name}-{device}"
-                    cwd.mkdir()
-                    path = cwd / f"{name}.ipynb"
-                    nbformat.write(nb, path)
-                    done = subprocess.run(
-                        [str(pathlib.Path(sys.executable).parent / "jupyter"), "execute", f"--kernel_name={KERNEL}",
-                         "--inplace", f"--timeout={TIMEOUT}", f"--startup_timeout={TIMEOUT}", str(path)],
-                        cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
-                    self.assertEqual(done.returncode, 0, done.stderr[-6000:])
-                    saved = nbformat.read(path, as_version=4)
-                    self.assertEqual(len(metrics_lines(notebook_text(saved))), 1)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        for name, device, _ in jupyter_execute_runs():
+            with self.subTest(notebook=name, device=device):
+                saved = RUNS.result("jupyter-execute", name, device)
+                self.assertEqual(len(metrics_lines(notebook_text(saved))), 1)
 
 
 class RunnerErrorsAndScripts(unittest.TestCase):
