@@ -192,7 +192,6 @@ class Runs:
         self.export_target = os.environ.get("ARWKV_EXPORT_TARGET", str(self.work / "export-target"))
         self.jobs = {}
         self.lock = threading.Lock()
-        self.building = threading.Lock()  # the exported projects share one target directory
         self.pool = None
 
     def start(self):
@@ -204,16 +203,19 @@ class Runs:
             exact = [n for n in EXPORTED if n in selected()]
             for name in exact:
                 self.jobs[("headless", name, "cpu")] = self.now(self.headless, name, "cpu")
-            for name in exact:
-                self.jobs[("build", name, "cpu")] = self.pool.submit(self.export_build, name, "cpu")
             kind = lambda device: "cpu" if device == "cpu" else "gpu"
             headless = [(n, "cpu") for n in selected() if n not in exact]
             headless += [(n, d) for d in GPU_DEVICES for n in selected()]
             headless.sort(key=lambda run: -EXPECTED_S.get((run[0], kind(run[1])), 15))
             for name, device in headless:
                 self.jobs[("headless", name, device)] = self.pool.submit(self.headless, name, device)
-                if name in GPU_EXPORTED and device != "cpu":  # after its run, which it exports
-                    self.jobs[("build", name, device)] = self.pool.submit(self.export_build, name, device)
+            # The exported programs are built in one lane, one after the other (they share a target
+            # directory), once every run they export has started.
+            builds = [(n, "cpu") for n in exact]
+            builds += [(n, d) for d in GPU_DEVICES for n in GPU_EXPORTED if n in selected()]
+            for name, device in builds:
+                self.jobs[("build", name, device)] = concurrent.futures.Future()
+            self.pool.submit(self.export_builds, builds)
             for device in GPU_DEVICES:
                 self.jobs[("device-cells", "", device)] = self.pool.submit(self.device_cells, device)
             for name, device, params in jupyter_execute_runs():
@@ -252,6 +254,14 @@ class Runs:
         print(f"\n{name} on {device}: {time.time() - started:.0f} s", file=sys.stderr)
         return cwd, out, nbformat.read(out, as_version=4)
 
+    def export_builds(self, builds):
+        for name, device in builds:
+            future = self.jobs[("build", name, device)]
+            try:
+                future.set_result(self.export_build(name, device))
+            except Exception as e:  # the test that needs it reports it
+                future.set_exception(e)
+
     def export_build(self, name, device):
         """Exports the executed notebook and builds it (release, offline); returns the program."""
         cwd, executed, _ = self.result("headless", name, device)
@@ -259,10 +269,9 @@ class Runs:
         check(subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
                              capture_output=True, text=True, timeout=600), f"exporting {name}")
         env = dict(os.environ, CARGO_TARGET_DIR=self.export_target)
-        with self.building:
-            check(subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
-                                 cwd=project, env=env, capture_output=True, text=True, timeout=3600),
-                  f"building exported {name} ({device})")
+        check(subprocess.run(["cargo", "build", "--release", "--locked", "--offline", "--quiet"],
+                             cwd=project, env=env, capture_output=True, text=True, timeout=3600),
+              f"building exported {name} ({device})")
         package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
                        if l.startswith("name = "))
         return pathlib.Path(self.export_target) / "release" / package
