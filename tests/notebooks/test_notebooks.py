@@ -263,7 +263,9 @@ class Runs:
                 future.set_exception(e)
 
     def export_build(self, name, device):
-        """Exports the executed notebook and builds it (release, offline); returns the program."""
+        """Exports the executed notebook and builds it (release, offline); returns a copy of the
+        program beside the run (the CPU and the GPU exports of a notebook are one package name in
+        one target directory: the next build would overwrite it)."""
         cwd, executed, _ = self.result("headless", name, device)
         project = cwd / "export"
         check(subprocess.run([KERNEL_BIN, "export", str(executed), "--out", str(project)],
@@ -274,7 +276,9 @@ class Runs:
               f"building exported {name} ({device})")
         package = next(l.split('"')[1] for l in (project / "Cargo.toml").read_text().splitlines()
                        if l.startswith("name = "))
-        return pathlib.Path(self.export_target) / "release" / package
+        program = cwd / f"{package}-exported"
+        shutil.copy2(pathlib.Path(self.export_target) / "release" / package, program)
+        return program
 
     def device_cells(self, device):
         cwd = self.work / f"device-cells-{device}"
