@@ -16,6 +16,16 @@ fn kernel(args: &[&str], prefix: &Path) -> Output {
         .expect("starting arwkv-kernel")
 }
 
+/// Runs `args` and insists it succeeded, showing its stderr when not.
+fn kernel_ok(args: &[&str], prefix: &Path) {
+    let out = kernel(args, prefix);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn kernel_json(prefix: &Path) -> serde_json::Value {
     let file = prefix.join("share/jupyter/kernels/arwkv/kernel.json");
     let text = std::fs::read_to_string(&file).expect("kernel.json written");
@@ -25,14 +35,9 @@ fn kernel_json(prefix: &Path) -> serde_json::Value {
 #[test]
 fn install_into_a_prefix_writes_a_kernelspec_that_starts_this_binary() {
     let prefix = tempfile::tempdir().unwrap();
-    let out = kernel(
+    kernel_ok(
         &["install", "--no-prebuild", "--features", "wgpu,flex"],
         prefix.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let spec = kernel_json(prefix.path());
     let exe = Path::new(env!("CARGO_BIN_EXE_arwkv-kernel"));
@@ -58,12 +63,7 @@ fn install_into_a_prefix_writes_a_kernelspec_that_starts_this_binary() {
 #[test]
 fn a_cpu_kernelspec_sets_no_features() {
     let prefix = tempfile::tempdir().unwrap();
-    let out = kernel(&["install", "--no-prebuild"], prefix.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kernel_ok(&["install", "--no-prebuild"], prefix.path());
     assert!(kernel_json(prefix.path()).get("env").is_none());
 }
 
