@@ -11,10 +11,10 @@
 * `--format rs:percent` round-trips through jupytext to the same cells.
 
 The runs go one at a time (ARWKV_NOTEBOOK_LANES, default 1): lavapipe and the CPU backend each use
-every core, and two runs at once on 2 cores made each 2-3x slower (docs/DECISIONS.md). The runs whose
-metrics an exported program must print value for value (EXPORTED, on the CPU) go first, and those
-programs run after every other run has finished: nothing else shares the cores while either side of
-that comparison computes.
+every core, so two runs at once on 2 cores made each 1.7-2.4x slower and CI's notebook tests about
+twice as long (docs/DECISIONS.md). The runs whose metrics an exported program must print value for
+value (EXPORTED, on the CPU) go first, and those programs run after every other run has finished:
+nothing else shares the cores while either side of that comparison computes.
 
 Env: ARWKV_KERNEL_BIN (the arwkv-kernel binary), ARWKV_KERNEL_NAME (kernelspec, default arwkv),
 ARWKV_EXPORT_TARGET (cargo target dir of the exported programs), ARWKV_NOTEBOOKS (comma-separated
