@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""PyTorch twin of `arwkv bench distill`: one stage-1 (alignment) or stage-2 (KL) training step of the
-ARWKV student of the embedded tiny teacher, same shapes, same optimiser (AdamW β 0.9/0.95, ε 1e-8,
+"""PyTorch twin of `arwkv bench distill`: one stage-1 (alignment), stage-2 (KL), SFT or DPO training step
+of the ARWKV student of the embedded tiny teacher, same shapes, same optimiser (AdamW β 0.9/0.95, ε 1e-8,
 weight decay 0.1 on matrices, global clipping 1.0), median tokens/s of the timed steps. The teacher is
 the committed Qwen2 loaded with transformers; the student's RWKV-7 time mixer is written here in plain
 PyTorch (batched, the RWKV-LM x070 formulas, gated, no GroupNorm, LoRA ranks 64/64/32/128) with the WKV-7
-token loop of `wkv7_torch.py`. Inputs are random token ids (data loading is negligible on both sides).
-Prints one JSON line like the Rust side."""
+token loop of `wkv7_torch.py`. Inputs are random token ids (data loading is negligible on both sides);
+SFT scores the second half of each row (cross-entropy), DPO reads `2 × batch` rows (chosen, rejected)
+through the policy and a frozen reference copy and scores their second halves (sigmoid loss, β 0.1,
+label smoothing 0.1), so every row is `seq` real tokens as on the Rust side. Prints one JSON line like the
+Rust side."""
 
 import argparse
 import json
@@ -71,7 +74,7 @@ def adamw(params, lr=1e-4):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--stage", default="kl", choices=["align", "kl"])
+    p.add_argument("--stage", default="kl", choices=["align", "kl", "sft", "dpo"])
     p.add_argument("--teacher", default=str(pathlib.Path(__file__).parents[1] / "arwkv/assets/tiny/teacher"))
     for name, default in [("batch", 8), ("seq", 128), ("warmup", 2), ("iters", 8), ("threads", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
@@ -119,18 +122,46 @@ def main() -> None:
             q.requires_grad_(True)
         params = list(student.parameters()) + list(mixers.parameters())
 
-        def loss_fn():
-            with torch.no_grad():
-                teacher_logp = F.log_softmax(teacher(ids).logits, -1)
-            h, v_first = student.model.embed_tokens(ids), None
-            for i, layer in enumerate(student.model.layers):
-                out, vf = mixers[i](layer.input_layernorm(h), v_first)
+        def student_logits(ids, model=student, time_mixers=mixers):
+            h, v_first = model.model.embed_tokens(ids), None
+            for i, layer in enumerate(model.model.layers):
+                out, vf = time_mixers[i](layer.input_layernorm(h), v_first)
                 if i == 0:
                     v_first = vf
                 h = h + out
                 h = h + layer.mlp(layer.post_attention_layernorm(h))
-            logp = F.log_softmax(student.lm_head(student.model.norm(h)), -1)
-            return (teacher_logp.exp() * (teacher_logp - logp)).sum(-1).mean()
+            return model.lm_head(model.model.norm(h))
+
+        # The answer half of each row: logits at t score ids[t + 1] where the mask is 1.
+        answer = torch.zeros(a.batch, a.seq)
+        answer[:, a.seq // 2:] = 1.0
+
+        def sequence_logprobs(logits, rows):
+            logp = F.log_softmax(logits[:, :-1], -1).gather(-1, rows[:, 1:, None])[..., 0]
+            return (logp * answer.repeat(len(rows) // a.batch, 1)[:, 1:]).sum(-1)
+
+        if a.stage == "kl":
+            def loss_fn():
+                with torch.no_grad():
+                    teacher_logp = F.log_softmax(teacher(ids).logits, -1)
+                logp = F.log_softmax(student_logits(ids), -1)
+                return (teacher_logp.exp() * (teacher_logp - logp)).sum(-1).mean()
+        elif a.stage == "sft":
+            def loss_fn():
+                return -sequence_logprobs(student_logits(ids), ids).sum() / answer[:, 1:].sum()
+        else:
+            reference, reference_mixers = copy.deepcopy(student).eval(), copy.deepcopy(mixers).eval()
+            for q in list(reference.parameters()) + list(reference_mixers.parameters()):
+                q.requires_grad_(False)
+            pairs = torch.cat([ids, torch.randint(0, cfg.vocab_size, (a.batch, a.seq))])
+            beta, eps = 0.1, 0.1
+
+            def loss_fn():
+                with torch.no_grad():
+                    ref = sequence_logprobs(student_logits(pairs, reference, reference_mixers), pairs)
+                pol = sequence_logprobs(student_logits(pairs), pairs)
+                delta = (pol[: a.batch] - ref[: a.batch]) - (pol[a.batch:] - ref[a.batch:])
+                return (-(1 - eps) * F.logsigmoid(beta * delta) - eps * F.logsigmoid(-beta * delta)).mean()
 
     opt = adamw(params)
 
@@ -150,9 +181,10 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
+    rows = 2 * a.batch if a.stage == "dpo" else a.batch
     print(json.dumps({
         "bench": f"distill-{a.stage}", "implementation": f"pytorch {torch.__version__}", "device": "cpu",
-        "shape": f"B{a.batch}xT{a.seq}", "median_s": median, "tokens_per_s": a.batch * a.seq / median,
+        "shape": f"B{a.batch}xT{a.seq}", "median_s": median, "tokens_per_s": rows * a.seq / median,
     }))
 
 

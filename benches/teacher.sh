@@ -11,7 +11,7 @@ threads=$(nproc)
 cargo build --release --locked -p arwkv --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/arwkv"
 echo "# $(date -u +%F) $(uname -m), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for shape in "--seq 128" "--seq 512" "--batch 4 --seq 256"; do
+for shape in "--seq 128" "--seq 512" "--seq 2048" "--batch 4 --seq 256"; do
   # shellcheck disable=SC2086
   "$bin" bench teacher $shape "$@"
   # shellcheck disable=SC2086

@@ -1,6 +1,7 @@
 //! The Qwen2 / Qwen2.5 teacher: config, weights, forward pass and KV cache.
 
 pub mod cache;
+pub mod causal_attention;
 pub mod config;
 pub mod model;
 pub mod rope;

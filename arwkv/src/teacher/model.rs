@@ -9,6 +9,7 @@ use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::cache::{KvCache, LayerKv};
+use super::causal_attention::causal_attention;
 use super::config::Qwen2Config;
 use super::rope::{RotaryEmbedding, apply_rotary};
 use crate::error::{Error, Result};
@@ -119,13 +120,18 @@ impl Qwen2Attention {
                 return self.o_proj.forward(y.reshape([b, 1, h * d]));
             }
         }
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let options = AttentionModuleOptions {
-            scale: Some(scale),
-            softcap: None,
-            is_causal: true,
+        let y = match causal_attention(&q, &k, &v, scale) {
+            Some(y) => y,
+            None => {
+                let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+                let options = AttentionModuleOptions {
+                    scale: Some(scale),
+                    softcap: None,
+                    is_causal: true,
+                };
+                attention(q, k, v, None, None, options)
+            }
         };
-        let y = attention(q, k, v, None, None, options);
         self.o_proj
             .forward(y.swap_dims(1, 2).reshape([b, t, h * d]))
     }

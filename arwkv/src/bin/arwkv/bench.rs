@@ -161,7 +161,7 @@ pub struct DecodeBenchArgs {
 /// Stage and shape of the distillation step benchmark.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DistillBenchArgs {
-    /// `align` (stage 1) or `kl` (stage 2).
+    /// `align` (stage 1), `kl` (stage 2), `sft` or `dpo` (stage 3).
     #[arg(long, default_value = "kl")]
     stage: String,
     /// Teacher folder (default: the embedded tiny teacher).
