@@ -37,7 +37,7 @@ pub struct AttentionDims {
 }
 
 /// `[B, H, Tq, D]` outputs of causal attention of `q` (`[B, H, Tq, D]`) over `k`, `v`
-/// (`[B, KV, Tk, D]`), all contiguous f32.
+/// (`[B, KV, Tk, D]`), all contiguous f32; `scale > 0`.
 pub fn causal_attention_f32(
     q: &[f32],
     k: &[f32],
@@ -53,7 +53,7 @@ pub fn causal_attention_f32(
         keys,
         head_dim: d,
     } = dims;
-    assert!(kv_heads > 0 && heads.is_multiple_of(kv_heads) && keys >= queries);
+    assert!(kv_heads > 0 && heads.is_multiple_of(kv_heads) && keys >= queries && scale > 0.0);
     assert_eq!(q.len(), batch * heads * queries * d);
     assert_eq!(k.len(), batch * kv_heads * keys * d);
     assert_eq!(v.len(), k.len());
@@ -132,8 +132,8 @@ fn attend_one_head(
 
 /// `eˣ` for `x ≤ 0` (a softmax's shifted scores) within 3 ulp, in plain arithmetic that
 /// vectorises: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `eʳ` by its degree-7 Taylor polynomial
-/// (remainder below 1e-8 relative; the rest is f32 rounding), `2ⁿ` written into the exponent bits. Inputs below −87 give
-/// `e⁻⁸⁷` (a weight of 1e-38 next to the row maximum's 1).
+/// (remainder below 1e-8 relative; the rest is f32 rounding), `2ⁿ` written into the exponent bits.
+/// Inputs below −87 give `e⁻⁸⁷` (a weight of 1e-38 next to the row maximum's 1).
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting it rounds to an integer
@@ -269,16 +269,10 @@ mod tests {
 
     /// f64 oracle: the definition, one query row at a time.
     fn oracle(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f64) -> Vec<f64> {
-        let AttentionDims {
-            batch,
-            heads,
-            kv_heads,
-            queries,
-            keys,
-            head_dim: d,
-        } = dims;
+        let (heads, kv_heads, d) = (dims.heads, dims.kv_heads, dims.head_dim);
+        let (queries, keys) = (dims.queries, dims.keys);
         let mut out = vec![0.0; q.len()];
-        for b in 0..batch {
+        for b in 0..dims.batch {
             for h in 0..heads {
                 let kv = (b * kv_heads + h / (heads / kv_heads)) * keys * d;
                 for i in 0..queries {
